@@ -1,0 +1,113 @@
+"""Synthetic tasks. Add one by writing a generator and decorating it with `@registered`.
+
+A generator takes a `random.Random` and the run's `DataParams` and returns one sample as a
+string. Tasks whose samples read `question>answer` register with `answer_sep=">"`, which makes
+the harness report answer accuracy (`stat/val_acc:answer`) and print completions of the
+question at the end of each epoch. This module is torch-free so `main.py` can list tasks fast.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from data.data_params import DataParams
+
+Generator = Callable[[random.Random, DataParams], str]
+
+
+@dataclass(frozen=True)
+class SyntheticTask:
+    name: str
+    generate: Generator
+    answer_sep: str | None = None
+
+
+SYNTHETIC_TASKS: dict[str, SyntheticTask] = {}
+
+
+def registered(fn: Generator | None = None, *, answer_sep: str | None = ">", name: str | None = None):
+    """Register a generator as a task named after the function (`@registered` or `@registered(...)`)."""
+
+    def wrap(f: Generator) -> Generator:
+        task_name = name or f.__name__
+        if task_name in SYNTHETIC_TASKS:
+            raise ValueError(f"synthetic task {task_name!r} is registered twice")
+        SYNTHETIC_TASKS[task_name] = SyntheticTask(task_name, f, answer_sep)
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _random_input(rng: random.Random, dp: DataParams) -> str:
+    n = rng.randint(dp.min_len, dp.max_len)
+    return "".join(rng.choice(dp.alphabet) for _ in range(n))
+
+
+@registered
+def copy(rng: random.Random, dp: DataParams) -> str:
+    """abcd>abcd"""
+    s = _random_input(rng, dp)
+    return f"{s}>{s}"
+
+
+@registered
+def reverse(rng: random.Random, dp: DataParams) -> str:
+    """abcd>dcba"""
+    s = _random_input(rng, dp)
+    return f"{s}>{s[::-1]}"
+
+
+@registered
+def sort(rng: random.Random, dp: DataParams) -> str:
+    """dbca>abcd"""
+    s = _random_input(rng, dp)
+    return f"{s}>{''.join(sorted(s))}"
+
+
+@registered
+def histogram(rng: random.Random, dp: DataParams) -> str:
+    """abac>2121: for each position, how often its symbol occurs in the input (digits cap at 9)."""
+    s = _random_input(rng, dp)
+    return f"{s}>{''.join(str(min(s.count(c), 9)) for c in s)}"
+
+
+def generate_splits(task: SyntheticTask, dp: DataParams, seed: int) -> dict[str, list[str]]:
+    """Seeded train/val/test samples; val and test never contain a train sample or each other's."""
+    rng = random.Random(seed)
+    sizes = {"val": dp.n_val_samples, "test": dp.n_test_samples, "train": dp.n_train_samples}
+    seen: set[str] = set()
+    out: dict[str, list[str]] = {}
+    for split in ("val", "test"):  # held-out sets are unique and disjoint
+        samples: list[str] = []
+        tries = 0
+        while len(samples) < sizes[split]:
+            s = task.generate(rng, dp)
+            tries += 1
+            if s not in seen:
+                seen.add(s)
+                samples.append(s)
+            elif tries > 50 * sizes[split] + 1000:
+                raise _too_small(task.name, split, len(samples), sizes[split])
+        out[split] = samples
+    held_out = seen
+    train: list[str] = []
+    tries = 0
+    while len(train) < sizes["train"]:  # train may repeat itself, never the held-out sets
+        s = task.generate(rng, dp)
+        tries += 1
+        if s not in held_out:
+            train.append(s)
+        elif tries > 50 * sizes["train"] + 1000:
+            raise _too_small(task.name, "train", len(train), sizes["train"])
+    out["train"] = train
+    return out
+
+
+def _too_small(task: str, split: str, got: int, want: int) -> Exception:
+    from train.errors import UserError
+
+    return UserError(
+        f"task {task!r}: could only draw {got} of {want} distinct {split} samples; "
+        "raise max_len/alphabet or lower n_val_samples/n_test_samples"
+    )

@@ -1,0 +1,91 @@
+"""Which tasks exist and how each yields raw text splits (torch-free, so the CLI checks are fast).
+
+`get_task_data` is the one place a task name is resolved: a synthetic generator from
+`data/syntheticdata.py`, a named corpus/dataset registered here with `@text_source`, or a folder
+named in `data-path.txt`. Each returns a `TaskData`; tokenization and batching happen later in
+`data/dataloader.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from data.data_params import DataParams
+from data.syntheticdata import SYNTHETIC_TASKS, generate_splits
+from train.errors import UserError
+
+
+@dataclass
+class TaskData:
+    splits: dict[str, list[str]]
+    answer_sep: str | None = None
+    pack: bool = False  # True: documents are joined into one token stream and cut into windows
+    extras: dict[str, Any] = field(default_factory=dict)  # task-specific (e.g. a loss floor)
+
+
+TextSource = Callable[[DataParams, int], TaskData]
+TEXT_SOURCES: dict[str, TextSource] = {}
+
+
+def text_source(name: str) -> Callable[[TextSource], TextSource]:
+    """Register a loader for a named corpus or dataset (`--task=name`)."""
+
+    def wrap(fn: TextSource) -> TextSource:
+        TEXT_SOURCES[name] = fn
+        return fn
+
+    return wrap
+
+
+def _load_sources() -> None:
+    # Modules that register sources; imported lazily so this file stays light.
+    import importlib
+
+    for mod in ("data.text_sources",):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def known_tasks() -> list[str]:
+    _load_sources()
+    return sorted(set(SYNTHETIC_TASKS) | set(TEXT_SOURCES))
+
+
+def check_task(task: str) -> None:
+    """Raise a UserError naming the known tasks if `task` can't be resolved."""
+    if task in SYNTHETIC_TASKS:
+        return
+    _load_sources()
+    if task in TEXT_SOURCES or _custom_task_exists(task):
+        return
+    import difflib
+
+    close = difflib.get_close_matches(task, known_tasks(), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise UserError(
+        f"unknown task {task!r}{hint}; registered tasks: {', '.join(known_tasks())}; "
+        "or put {task}/data.txt under the folder named in data-path.txt"
+    )
+
+
+def _custom_task_exists(task: str) -> bool:
+    try:
+        from data.custom_files import custom_task_dir
+    except ModuleNotFoundError:
+        return False
+    return custom_task_dir(task) is not None
+
+
+def get_task_data(dp: DataParams, seed: int) -> TaskData:
+    check_task(dp.task)
+    if dp.task in SYNTHETIC_TASKS:
+        task = SYNTHETIC_TASKS[dp.task]
+        return TaskData(generate_splits(task, dp, seed), answer_sep=task.answer_sep)
+    if dp.task in TEXT_SOURCES:
+        return TEXT_SOURCES[dp.task](dp, seed)
+    from data.custom_files import load_custom_task
+
+    return load_custom_task(dp, seed)

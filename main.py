@@ -1,0 +1,151 @@
+"""Train decoder-only LMs from config files: `python3 main.py --config=NAME [options]`.
+
+Thin entry point: parse flags, expand configs into runs, name each run (`Namer`), hand each to
+`train/run.py`. Heavy libraries are imported only once a run starts, so `--help` and
+`--dry-run` are instant. Every user mistake ends with one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from train.config import RunConfig, load_runs
+from train.errors import UserError
+
+HERE = Path(__file__).resolve().parent
+CONFIGS_DIR = HERE / "configs"
+MAIN_PROJ = "base"  # prefix of every wandb project and save folder; change it to mark a set of experiments
+wandb_username = None  # your wandb entity, or None for your default one
+
+
+@dataclass
+class Namer:
+    """Names a run's wandb project, wandb run and save folder. Edit these to taste."""
+
+    rc: RunConfig
+    args: argparse.Namespace
+    timestamp: str
+
+    def wandb_proj_name(self) -> str:
+        return f"{MAIN_PROJ}-{self.args.wandb_proj_name or self.args.config}-{self.rc.data.task}"
+
+    def run_name(self) -> str | None:
+        """None lets wandb pick a random name; the save folder then uses the swept values."""
+        return None
+
+    def save_folder_name(self) -> str:
+        run = self.run_name() or _slug(self.rc.varying) or "run"
+        return f"{self.rc.config_name}/{self.rc.data.task}/{run}/{self.timestamp}"
+
+    def save_folder_path(self, save_dir: Path) -> Path:
+        path = Path(save_dir) / self.save_folder_name()
+        n = 1
+        while path.exists():  # two runs started in the same second
+            path = path.with_name(f"{self.timestamp}-{n}")
+            n += 1
+        return path
+
+    def log_folder_path(self, log_dir: Path) -> Path:
+        return Path(log_dir) / self.save_folder_name()
+
+    def describe(self) -> str:
+        return f"{self.rc.config_name} [{self.rc.describe()}] task={self.rc.data.task}"
+
+
+def _slug(varying: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in varying.items()).replace("/", "_").replace(" ", "")
+
+
+def now_timestamp() -> str:
+    return datetime.datetime.now().strftime("%Y-%m-%d--%H-%M-%S")
+
+
+# --ablate runs each of these on every config too. Each takes a run and returns a changed copy.
+ABLATIONS: dict[str, Callable[[RunConfig], RunConfig]] = {
+    "custom-layer": lambda rc: replace(rc, model=replace(rc.model, layer_architecture="custom-transformer"), varying={**rc.varying, "ablation": "custom-layer"}),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="main.py",
+        description="Train decoder-only transformer LMs on the runs described by configs/NAME.txt (and configs/NAME-*.txt).",
+    )
+    p.add_argument("--config", required=True, help="config name in configs/ without .txt; also runs every NAME-*.txt")
+    p.add_argument("--task", default=None, help="override DataParams.task for every run")
+    p.add_argument("--wandb-proj-name", default=None, help="wandb project part of the name (default: the --config value)")
+    p.add_argument("--save", action="store_true", help="save each trained model under --save-dir")
+    p.add_argument("--save-dir", default=str(HERE.parent / "saved-models"), help="where --save writes runs (default: ../saved-models)")
+    p.add_argument("--log-dir", default=str(HERE.parent / "logs"), help="where CSV and offline wandb logs go (default: ../logs)")
+    p.add_argument("--ablate", action="store_true", help=f"also run the ablations defined in main.py's ABLATIONS ({', '.join(ABLATIONS) or 'none'})")
+    p.add_argument("--no-wandb", action="store_true", help="turn off wandb logging (the local CSV log and train_stats remain)")
+    p.add_argument("--gpu-id", default=None, help="GPU index (or comma-separated indices) to train on, e.g. --gpu-id=1")
+    p.add_argument("--seed", type=int, default=0, help="random seed for data, initialisation and shuffling (default 0)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs the configs expand to, then exit without training")
+    return p
+
+
+def parse_gpu_ids(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        ids = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--gpu-id={value!r} must be a GPU index or comma-separated indices, e.g. --gpu-id=0,1") from None
+    import torch
+
+    n = torch.cuda.device_count()
+    missing = [i for i in ids if not 0 <= i < n]
+    if missing or not ids:
+        have = f"GPUs 0..{n - 1}" if n else "no GPU"
+        raise UserError(f"--gpu-id={value}: this machine has {have}; drop --gpu-id to train on the CPU")
+    return ids
+
+
+def expand_runs(args: argparse.Namespace) -> list[RunConfig]:
+    runs = load_runs(args.config, CONFIGS_DIR, task=args.task)
+    from data.tasks import check_task
+
+    for task in dict.fromkeys(r.data.task for r in runs):
+        check_task(task)
+    if args.ablate:
+        if not ABLATIONS:
+            raise UserError("--ablate: no ablations are defined; add some to ABLATIONS in main.py")
+        runs = runs + [ab(r) for r in runs for ab in ABLATIONS.values()]
+    return runs
+
+
+def run_all(args: argparse.Namespace) -> int:
+    runs = expand_runs(args)
+    if args.dry_run:
+        print(f"{len(runs)} run(s):")
+        for i, r in enumerate(runs, 1):
+            print(f"  {i}. {r.config_name}: task={r.data.task} {r.describe()}")
+        return 0
+    gpu_ids = parse_gpu_ids(args.gpu_id)
+    from train.run import RunOptions, run_one
+
+    opts = RunOptions(
+        save=args.save, save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb, seed=args.seed, gpu_ids=gpu_ids
+    )
+    for i, rc in enumerate(runs, 1):
+        print(f"=== run {i}/{len(runs)}: {rc.config_name} task={rc.data.task} {rc.describe()}", flush=True)
+        run_one(rc, opts, Namer(rc, args, now_timestamp()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run_all(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""ModelParams: the architecture (the `ModelParams` config section). Add your own switches here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from train.params_base import param
+
+
+@dataclass
+class ModelParams:
+    layer_architecture: str = param("torch-transformer", "'torch-transformer' (torch's own layer) or 'custom-transformer' (our editable copy)", choices=("torch-transformer", "custom-transformer"))
+    dim: int = param(64, "model (residual stream) width")
+    n_layers: int = param(2, "number of transformer layers")
+    n_heads: int = param(4, "attention heads per layer; must divide dim")
+    dim_ff_factor: int = param(4, "feed-forward hidden width = dim_ff_factor * dim")
+    dropout: float = param(0.0, "dropout inside the layers and on the embeddings")
+    activation: str = param("gelu", "feed-forward activation: 'gelu' or 'relu'", choices=("gelu", "relu"))
+    norm_first: bool = param(True, "pre-LayerNorm blocks (GPT-2 style) if True, post-LN if False")
+    layer_norm_eps: float = param(1e-5, "LayerNorm epsilon")
+    pos_encoding: str = param("learned", "positional encoding: 'learned', 'sinusoidal' or 'none'")
+    max_seq_len: int = param(512, "longest sequence the model can read (size of the positional table)")
+    tie_embeddings: bool = param(True, "share the token embedding with the output head")
+    attn_fast_path: bool = param(True, "custom-transformer: use F.scaled_dot_product_attention when no one asks for weights; set False once you edit the attention math")

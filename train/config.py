@@ -1,0 +1,186 @@
+"""Config files → a list of runs.
+
+A config file has section headers (`DataParams`, `TrainParams`, `ModelParams`, optionally in
+brackets) followed by `key=value` lines whose values are Python literals; `#` starts a comment.
+A list value is a sweep: the file expands to the cartesian product of all its lists.
+`--config=PREFIX` reads `PREFIX.txt` and every `PREFIX-*.txt`.
+
+Every mistake raises `UserError` naming the file, line and fix. Torch-free on purpose.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.data_params import DataParams
+from model.model_params import ModelParams
+from train.errors import UserError
+from train.params_base import coerce, field_choices, field_types, type_name, value_matches
+from train.train_params import TrainParams
+
+SECTIONS: dict[str, type] = {"DataParams": DataParams, "TrainParams": TrainParams, "ModelParams": ModelParams}
+GROUP_OF_SECTION = {"DataParams": "data", "TrainParams": "train", "ModelParams": "model"}
+MAX_RUNS = 10_000
+
+
+@dataclass
+class RunConfig:
+    """One run: the three parameter groups plus where they came from."""
+
+    config_name: str
+    data: DataParams
+    train: TrainParams
+    model: ModelParams
+    varying: dict[str, Any] = field(default_factory=dict)  # the swept keys and this run's values
+    source: str = ""
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {"data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train), "model": dataclasses.asdict(self.model)}
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.varying.items()) or "(no swept values)"
+
+
+def find_config_files(prefix: str, configs_dir: Path) -> list[Path]:
+    if not prefix or "/" in prefix or "\\" in prefix:
+        raise UserError(f"--config={prefix!r} must be a config name in {configs_dir} (without .txt)")
+    files = []
+    exact = configs_dir / f"{prefix}.txt"
+    if exact.is_file():
+        files.append(exact)
+    files += sorted(p for p in configs_dir.glob(f"{prefix}-*.txt") if p.is_file())
+    if not files:
+        existing = sorted(p.stem for p in configs_dir.glob("*.txt"))
+        close = difflib.get_close_matches(prefix, existing, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UserError(f"no config {prefix}.txt or {prefix}-*.txt in {configs_dir}; {hint}existing configs: {', '.join(existing) or 'none'}")
+    return files
+
+
+def _section_header(line: str) -> str | None:
+    name = line.strip().strip("[]:").strip()
+    return name if name in SECTIONS else None
+
+
+def _closest_keys(key: str, section: str) -> str:
+    names = list(field_types(SECTIONS[section]))
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+    return f"closest valid names: {', '.join(close)}" if close else f"valid names: {', '.join(names)}"
+
+
+def _parse_value(raw: str, tp: Any, where: str, key: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        if value_matches("", tp) and raw and all(c.isalnum() or c in "-_./" for c in raw):
+            return raw  # a bare word for a string field, e.g. task=copy
+        raise UserError(f"{where}: value {raw!r} for {key} is not a Python literal; expected {type_name(tp)} (quote strings: {key}=\"...\")") from None
+
+
+def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]]:
+    """section → key → (candidate values, was_a_list), validated against the dataclasses."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file; config files hold 'key=value' lines") from None
+    out: dict[str, dict[str, tuple[list[Any], bool]]] = {s: {} for s in SECTIONS}
+    section: str | None = None
+    for lineno, full in enumerate(text.splitlines(), 1):
+        where = f"{path}:{lineno}"
+        line = full.split("#", 1)[0].strip() if not _has_quoted_hash(full) else _strip_comment(full)
+        if not line:
+            continue
+        if "=" not in line:
+            header = _section_header(line)
+            if header is None:
+                close = difflib.get_close_matches(line.strip("[]: "), list(SECTIONS), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise UserError(f"{where}: {line[:60]!r} is neither 'key=value' nor a section header{hint}; sections: {', '.join(SECTIONS)}")
+            section = header
+            continue
+        key, raw = (s.strip() for s in line.split("=", 1))
+        if section is None:
+            raise UserError(f"{where}: {key}= comes before any section header; put it under DataParams, TrainParams or ModelParams")
+        types = field_types(SECTIONS[section])
+        if key not in types:
+            owner = next((s for s in SECTIONS if key in field_types(SECTIONS[s])), None)
+            if owner:
+                raise UserError(f"{where}: {key} belongs in section {owner}, not {section}; move the line under {owner}")
+            raise UserError(f"{where}: unknown key {key!r} in section {section}; {_closest_keys(key, section)}")
+        if key in out[section]:
+            raise UserError(f"{where}: {key} is set twice in section {section}; keep one line (use a list to sweep)")
+        tp = types[key]
+        value = _parse_value(raw, tp, where, key)
+        is_sweep = isinstance(value, list) and not value_matches(value, tp)
+        values = value if is_sweep else [value]
+        if is_sweep and not values:
+            raise UserError(f"{where}: {key}=[] is an empty list, so this config expands to no runs; give at least one value")
+        choices = field_choices(SECTIONS[section])[key]
+        for v in values:
+            if not value_matches(v, tp):
+                raise UserError(f"{where}: {key}={v!r} has type {type(v).__name__}; expected {type_name(tp)}")
+            if choices and v not in choices:
+                raise UserError(f"{where}: {key}={v!r} is not one of {', '.join(map(repr, choices))}")
+        out[section][key] = ([coerce(v, tp) for v in values], is_sweep)
+    return out
+
+
+def _has_quoted_hash(line: str) -> bool:
+    return "#" in line and ("'" in line or '"' in line)
+
+
+def _strip_comment(line: str) -> str:
+    """Drop a trailing # comment that is not inside quotes."""
+    quote = None
+    for i, c in enumerate(line):
+        if quote:
+            if c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == "#":
+            return line[:i].strip()
+    return line.strip()
+
+
+def expand_config_file(path: Path, task: str | None = None) -> list[RunConfig]:
+    parsed = parse_config_file(path)
+    axes = [(s, k, vals) for s, keys in parsed.items() for k, (vals, _) in keys.items()]
+    swept = [(s, k) for s, keys in parsed.items() for k, (vals, is_sweep) in keys.items() if is_sweep]
+    n_runs = 1
+    for _, _, vals in axes:
+        n_runs *= len(vals)
+        if n_runs > MAX_RUNS:
+            raise UserError(f"{path}: the lists expand to more than {MAX_RUNS} runs; sweep fewer values")
+    runs = []
+    for combo in itertools.product(*[vals for _, _, vals in axes]):
+        groups: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+        for (s, k, _), v in zip(axes, combo):
+            groups[s][k] = v
+        if task is not None:
+            groups["DataParams"]["task"] = task
+        varying = {k: groups[s][k] for s, k in swept}
+        runs.append(
+            RunConfig(
+                config_name=path.stem,
+                data=DataParams(**groups["DataParams"]),
+                train=TrainParams(**groups["TrainParams"]),
+                model=ModelParams(**groups["ModelParams"]),
+                varying=varying,
+                source=str(path),
+            )
+        )
+    return runs
+
+
+def load_runs(prefix: str, configs_dir: Path, task: str | None = None) -> list[RunConfig]:
+    """All runs of `--config=prefix`, in file order then sweep order."""
+    runs = [r for p in find_config_files(prefix, configs_dir) for r in expand_config_file(p, task)]
+    if not runs:
+        raise UserError(f"--config={prefix} expands to no runs")
+    return runs

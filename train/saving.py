@@ -1,0 +1,163 @@
+"""A saved run is a folder of plain files — no pickle anywhere:
+
+    model.safetensors   weights
+    tokenizer.json      the tokenizer, restored exactly by data.tokenizer.load_tokenizer
+    params.json         {"data": ..., "train": ..., "model": ..., "seed": ..., "config_name": ...}
+    train_stats.json    {name: [[step, n_samples, counter, value], ...]}
+    results.json        final val statistics (val loss first), parameter count, wall time
+    versions.json       library versions that produced it
+    manifest.json       sha256 of every other file, checked on load
+
+It is written under a temporary name and renamed when complete, so a crash never leaves a
+folder that looks finished.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from train.errors import UserError
+
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("torch", "lightning", "transformers", "tokenizers", "datasets", "safetensors", "wandb", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not after, when the save dir can't take a run."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to save dir {folder}: {e.strerror or e}; pass a writable --save-dir") from None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_run(
+    run_dir: Path, lm: Any, params: dict[str, Any], train_stats: dict[str, list], results: dict[str, Any], extra: dict[str, Any] | None = None
+) -> Path:
+    """Write a complete run folder atomically; returns its final path."""
+    from safetensors.torch import save_model
+
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir.parent / f".{run_dir.name}.incomplete"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(lm, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    lm.tokenizer.save(tmp / "tokenizer.json")
+    write_json(tmp / "params.json", params)
+    write_json(tmp / "train_stats.json", {k: [list(r) for r in v] for k, v in train_stats.items()})
+    write_json(tmp / "results.json", results)
+    write_json(tmp / "versions.json", library_versions())
+    for name, obj in (extra or {}).items():
+        write_json(tmp / name, obj)
+    write_manifest(tmp)
+    if run_dir.exists():
+        raise UserError(f"refusing to overwrite existing run {run_dir}")
+    os.rename(tmp, run_dir)
+    return run_dir
+
+
+def write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {str(p.relative_to(folder)): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files}
+    write_json(folder / MANIFEST, manifest)
+
+
+def verify_manifest(folder: Path) -> None:
+    """Refuse a run whose files are missing, truncated or altered, naming the file."""
+    mpath = folder / MANIFEST
+    if not mpath.is_file():
+        raise UserError(f"{folder} has no {MANIFEST}: not a complete saved run")
+    manifest = json.loads(mpath.read_text())
+    for rel, info in manifest.items():
+        p = folder / rel
+        if not p.is_file():
+            raise UserError(f"{p} is missing from the saved run (listed in {MANIFEST})")
+        size = p.stat().st_size
+        if size != info["bytes"]:
+            raise UserError(f"{p} is {size} bytes but was saved with {info['bytes']} (truncated or altered)")
+        if sha256(p) != info["sha256"]:
+            raise UserError(f"{p} does not match its sha256 in {MANIFEST} (altered after saving)")
+
+
+def _params_from(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        warnings.warn(f"saved {cls.__name__} has keys this code no longer defines, ignored: {unknown}")
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def load_params(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "params.json").read_text())
+
+
+def load_run(run_dir: str | Path, verify: bool = True):
+    """→ lm, dataset (LMDataModule), train_stats, params (the dict in params.json)."""
+    from safetensors.torch import load_model
+
+    from data.data_params import DataParams
+    from data.dataloader import LMDataModule
+    from data.tokenizer import load_tokenizer
+    from model.lm import LM
+    from model.model_params import ModelParams
+    from train.train_params import TrainParams
+
+    run_dir = Path(run_dir)
+    if verify:
+        verify_manifest(run_dir)
+    params = load_params(run_dir)
+    dp = _params_from(DataParams, params["data"])
+    mp = _params_from(ModelParams, params["model"])
+    tp = _params_from(TrainParams, params["train"])
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    lm = LM(mp, tokenizer)
+    load_model(lm, str(run_dir / WEIGHTS), strict=True)
+    lm.eval()
+    dataset = LMDataModule(dp, tokenizer=tokenizer, seed=params.get("seed", 0), batch_size=tp.batch_size)
+    stats = json.loads((run_dir / "train_stats.json").read_text())
+    train_stats = {k: [tuple(r) for r in v] for k, v in stats.items()}
+    return lm, dataset, train_stats, params

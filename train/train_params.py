@@ -1,0 +1,29 @@
+"""TrainParams: how a model is trained (the `TrainParams` config section). Add your own switches here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from train.params_base import param
+
+
+@dataclass
+class TrainParams:
+    epochs: int = param(1, "passes over the training set (an upper bound when max_steps is set)")
+    max_steps: int = param(-1, "stop after this many optimizer steps; -1 = run all epochs")
+    batch_size: int = param(32, "samples per batch")
+    lr: float = param(1e-3, "peak learning rate (AdamW)")
+    min_lr_frac: float = param(0.1, "cosine decay ends at min_lr_frac * lr")
+    warmup_steps: int = param(100, "linear learning-rate warm-up steps")
+    weight_decay: float = param(0.1, "AdamW weight decay on matrices (not on biases, norms, embeddings' positions)")
+    beta1: float = param(0.9, "AdamW beta1")
+    beta2: float = param(0.99, "AdamW beta2")
+    grad_clip: float | None = param(1.0, "clip gradient norm to this value; None = no clipping")
+    accumulate_grad_batches: int = param(1, "batches whose gradients add up before each optimizer step")
+    val_check_interval: float | int = param(1.0, "validate every this many train batches (int) or fraction of an epoch (float)")
+    hyperparams_log_freq: int = param(50, "log lr, elapsed time and tokens/s every this many batches")
+    n_print_samples: int = param(3, "samples printed at the end of every epoch")
+    print_sample_len: int = param(60, "longest printed sample, in tokens")
+    num_workers: int = param(0, "dataloader worker processes (0 = load in the main process)")
+    precision: str = param("32-true", "Lightning precision: '32-true', 'bf16-mixed', '16-mixed'", choices=("32-true", "bf16-mixed", "16-mixed", "64-true"))
+    accelerator: str = param("auto", "Lightning accelerator: 'auto', 'cpu', 'gpu'")
+    devices: int | str = param("auto", "devices to use: a count or 'auto'")

@@ -1,0 +1,151 @@
+"""LMTrainer: the LightningModule that trains an `LM`. THE place to edit the train step.
+
+Lightning runs the loop; this class says what one step is, what gets logged, and how the
+optimizer and schedule are built. `log_stat` records every statistic twice: to Lightning's
+loggers (CSV, wandb) and to `train_stats`, the dict saved with the run:
+
+    train_stats[name] = [(step, n_samples, counter, value), ...]
+
+`step` = optimizer steps so far, `n_samples` = training samples seen so far, `counter` = how
+many values `train_stats` held (all metrics) when this one was added, so lists sort by it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+from model.lm import LM
+from train.evaluate import accumulate
+from train.train_params import TrainParams
+
+
+class LMTrainer(L.LightningModule):
+    def __init__(self, model: LM, train_params: TrainParams):
+        super().__init__()
+        self.model = model
+        self.train_params = train_params
+        self.train_stats: dict[str, list[tuple[int, int, int, Any]]] = {}
+        self.stat_counter = 0
+        self.n_samples = 0  # training samples seen (all ranks)
+        self._tokens_since_log = torch.zeros((), dtype=torch.long)
+        self._val_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._start_time: float | None = None
+        self._last_log: tuple[float, int] | None = None
+
+    # --- statistics ---------------------------------------------------------------------
+    def log_stat(self, name: str, value: float | torch.Tensor, prog_bar: bool = False) -> None:
+        """Record `value` under `name` in train_stats and in the Lightning loggers.
+
+        Tensors are kept as tensors until `flush_stats` (no device sync per step).
+        """
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+        self.train_stats.setdefault(name, []).append((self.global_step, self.n_samples, self.stat_counter, value))
+        self.stat_counter += 1
+        fx = self._current_fx_name
+        if self._trainer is not None and fx is not None:  # inside a Lightning hook: also to the loggers
+            per_step = not fx.endswith("epoch_end")
+            self.log(name, value, prog_bar=prog_bar, on_step=per_step, on_epoch=not per_step, batch_size=1, rank_zero_only=True)
+
+    def flush_stats(self) -> dict[str, list[tuple[int, int, int, Any]]]:
+        """Turn pending tensor values into floats (one sync for all of them) and return train_stats."""
+        pending = [(name, i) for name, rows in self.train_stats.items() for i, r in enumerate(rows) if isinstance(r[3], torch.Tensor)]
+        if pending:
+            values = torch.stack([self.train_stats[n][i][3].float().cpu() for n, i in pending]).tolist()
+            for (name, i), v in zip(pending, values):
+                s, n, c, _ = self.train_stats[name][i]
+                self.train_stats[name][i] = (s, n, c, v)
+        return self.train_stats
+
+    # --- training -----------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses, n_samples = self.model.get_losses(batch, self.train_params)
+        self.n_samples += n_samples * self.trainer.world_size
+        self._tokens_since_log = self._tokens_since_log + batch["mask"].sum().cpu()
+        for name, value in losses.items():
+            self.log_stat(f"stat/train_loss:{name}", value, prog_bar=name == "main")
+        return losses["main"]
+
+    def on_train_start(self) -> None:
+        self._start_time = time.perf_counter()
+        self._last_log = (self._start_time, 0)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.train_params.hyperparams_log_freq == 0:
+            self.log_hyperparams_and_time()
+
+    def log_hyperparams_and_time(self) -> None:
+        """Periodic bookkeeping: learning rate, elapsed time, throughput. Add your own here."""
+        now = time.perf_counter()
+        last_t, _ = self._last_log or (now, 0)
+        tokens = int(self._tokens_since_log) * self.trainer.world_size
+        self.log_stat("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log_stat("time/elapsed_s", now - (self._start_time or now))
+        if now > last_t:
+            self.log_stat("time/tokens_per_s", tokens / (now - last_t))
+        self._last_log = (now, self.n_samples)
+        self._tokens_since_log = torch.zeros((), dtype=torch.long)
+        self.flush_stats()
+
+    # --- validation ---------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        accumulate(self._val_sums, self.model.eval_sums(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        for name, (s, c) in self._val_sums.items():
+            s = self.trainer.strategy.reduce(s.to(self.device), reduce_op="sum")
+            c = self.trainer.strategy.reduce(c.to(self.device), reduce_op="sum")
+            value = s / c.clamp(min=1)
+            self.log_stat(f"stat/val_{name}", value.float(), prog_bar=name == "loss:main")
+        self.flush_stats()
+
+    # --- samples ------------------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        if self.trainer.is_global_zero and self.train_params.n_print_samples > 0:
+            self.print_samples()
+
+    def print_samples(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return
+        lines = [f"samples after epoch {self.current_epoch} ({self.n_samples} samples trained):"]
+        for prompt, expected in dm.prompts("val", self.train_params.n_print_samples):
+            limit = len(prompt) + self.train_params.print_sample_len
+            if expected is None:
+                text = self.model.sample(prompt, max_seq_len=limit, temperature=1.0)
+                lines.append(f"  {text!r}")
+            else:
+                text = self.model.sample(prompt, max_seq_len=limit, temperature=0)
+                mark = "ok " if text == dm.tokenizer.decode(prompt) + expected else "   "
+                lines.append(f"  {mark}{text!r}  (expected {expected!r})")
+        print("\n".join(lines), flush=True)
+
+    # --- optimisation -------------------------------------------------------------------
+    def configure_optimizers(self):
+        tp = self.train_params
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": tp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        opt = torch.optim.AdamW(groups, lr=tp.lr, betas=(tp.beta1, tp.beta2), fused=fused or None)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, tp.warmup_steps, total, tp.min_lr_frac))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lr_factor(step: int, warmup: int, total: int, min_frac: float) -> float:
+    """Linear warm-up to 1, then cosine decay to `min_frac` at `total` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * progress))
