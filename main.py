@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train decoder-only transformer LMs on the runs described by configs/NAME.txt (and configs/NAME-*.txt).",
     )
     p.add_argument("--config", required=True, help="config name in configs/ without .txt; also runs every NAME-*.txt")
+    p.add_argument("--configs-dir", default=str(CONFIGS_DIR), help="folder holding the config files (default: configs/ in this repo)")
     p.add_argument("--task", default=None, help="override DataParams.task for every run")
     p.add_argument("--wandb-proj-name", default=None, help="wandb project part of the name (default: the --config value)")
     p.add_argument("--save", action="store_true", help="save each trained model under --save-dir")
@@ -107,7 +108,7 @@ def parse_gpu_ids(value: str | None) -> list[int] | None:
 
 
 def expand_runs(args: argparse.Namespace) -> list[RunConfig]:
-    runs = load_runs(args.config, CONFIGS_DIR, task=args.task)
+    runs = load_runs(args.config, Path(args.configs_dir), task=args.task)
     from data.tasks import check_task
 
     for task in dict.fromkeys(r.data.task for r in runs):
