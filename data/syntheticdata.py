@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from data.data_params import DataParams
 
 Generator = Callable[[random.Random, DataParams], str]
+Extras = Callable[[dict[str, list[str]], DataParams], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -21,19 +22,32 @@ class SyntheticTask:
     name: str
     generate: Generator
     answer_sep: str | None = None
+    extras: Extras | None = None  # splits → task facts for the trainer (e.g. a loss floor)
+    dedup_key: Callable[[str], str] | None = None  # what must differ between splits (default: the sample)
 
 
 SYNTHETIC_TASKS: dict[str, SyntheticTask] = {}
 
 
-def registered(fn: Generator | None = None, *, answer_sep: str | None = ">", name: str | None = None):
-    """Register a generator as a task named after the function (`@registered` or `@registered(...)`)."""
+def registered(
+    fn: Generator | None = None,
+    *,
+    answer_sep: str | None = ">",
+    name: str | None = None,
+    extras: Extras | None = None,
+    dedup_key: Callable[[str], str] | None = None,
+):
+    """Register a generator as a task named after the function (`@registered` or `@registered(...)`).
+
+    `extras(splits, dp)` returns task facts put in `TaskData.extras` (e.g. `val_loss_floor`);
+    `dedup_key(sample)` names what val/test/train must not share (e.g. only the question).
+    """
 
     def wrap(f: Generator) -> Generator:
         task_name = name or f.__name__
         if task_name in SYNTHETIC_TASKS:
             raise ValueError(f"synthetic task {task_name!r} is registered twice")
-        SYNTHETIC_TASKS[task_name] = SyntheticTask(task_name, f, answer_sep)
+        SYNTHETIC_TASKS[task_name] = SyntheticTask(task_name, f, answer_sep, extras, dedup_key)
         return f
 
     return wrap(fn) if fn is not None else wrap
@@ -75,6 +89,7 @@ def histogram(rng: random.Random, dp: DataParams) -> str:
 def generate_splits(task: SyntheticTask, dp: DataParams, seed: int) -> dict[str, list[str]]:
     """Seeded train/val/test samples; val and test never contain a train sample or each other's."""
     rng = random.Random(seed)
+    key = task.dedup_key or (lambda s: s)
     sizes = {"val": dp.n_val_samples, "test": dp.n_test_samples, "train": dp.n_train_samples}
     seen: set[str] = set()
     out: dict[str, list[str]] = {}
@@ -84,8 +99,8 @@ def generate_splits(task: SyntheticTask, dp: DataParams, seed: int) -> dict[str,
         while len(samples) < sizes[split]:
             s = task.generate(rng, dp)
             tries += 1
-            if s not in seen:
-                seen.add(s)
+            if key(s) not in seen:
+                seen.add(key(s))
                 samples.append(s)
             elif tries > 50 * sizes[split] + 1000:
                 raise _too_small(task.name, split, len(samples), sizes[split])
@@ -96,7 +111,7 @@ def generate_splits(task: SyntheticTask, dp: DataParams, seed: int) -> dict[str,
     while len(train) < sizes["train"]:  # train may repeat itself, never the held-out sets
         s = task.generate(rng, dp)
         tries += 1
-        if s not in held_out:
+        if key(s) not in held_out:
             train.append(s)
         elif tries > 50 * sizes["train"] + 1000:
             raise _too_small(task.name, "train", len(train), sizes["train"])
@@ -111,3 +126,7 @@ def _too_small(task: str, split: str, got: int, want: int) -> Exception:
         f"task {task!r}: could only draw {got} of {want} distinct {split} samples; "
         "raise max_len/alphabet or lower n_val_samples/n_test_samples"
     )
+
+
+# More tasks live in their own modules and register on import (kept last: they use `registered`).
+from data import tasks_arithmetic, tasks_hmm  # noqa: E402,F401

@@ -83,7 +83,9 @@ def get_task_data(dp: DataParams, seed: int) -> TaskData:
     check_task(dp.task)
     if dp.task in SYNTHETIC_TASKS:
         task = SYNTHETIC_TASKS[dp.task]
-        return TaskData(generate_splits(task, dp, seed), answer_sep=task.answer_sep)
+        splits = generate_splits(task, dp, seed)
+        extras = task.extras(splits, dp) if task.extras else {}
+        return TaskData(splits, answer_sep=task.answer_sep, extras=extras)
     if dp.task in TEXT_SOURCES:
         return TEXT_SOURCES[dp.task](dp, seed)
     from data.custom_files import load_custom_task

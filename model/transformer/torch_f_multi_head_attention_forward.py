@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.functional import softmax
 
+from model.positional import apply_rotary
+
 
 def multi_head_attention_forward(
     x: Tensor,
@@ -42,6 +44,8 @@ def multi_head_attention_forward(
     # project to queries, keys, values and split heads: (batch, heads, seq, head_dim)
     q, k, v = F.linear(x, in_proj_weight, in_proj_bias).chunk(3, dim=-1)
     q, k, v = (t.view(bsz, seq_len, n_heads, head_dim).transpose(1, 2) for t in (q, k, v))
+    if getattr(model_params, "pos_encoding", None) == "rotary":  # RoPE: positions enter through q and k
+        q, k = apply_rotary(q), apply_rotary(k)
     dropout_p = dropout_p if training else 0.0
 
     if model_params.attn_fast_path and not need_weights:

@@ -1,0 +1,169 @@
+"""Arithmetic with step-by-step solutions, and "blotching" (task `arith`).
+
+A sample is a problem followed by its reductions, one operation per step, each step joined by
+`=`: `3+4*(2+1)=3+4*3=3+12=15`. The knobs follow the semantic-blotching generator
+(`max_num`, `max_ents`, `p_mult`, `max_mult_num`, `p_paren`, `space_mults`, `zipf_order`,
+`p_ent`; see their help in DataParams).
+
+Reduction order: the leftmost innermost parenthetical first (a parenthetical that is down to
+one number loses its brackets in the same step), then the leftmost `*`, then the leftmost `+`.
+
+Blotching drops whole intermediate steps (never the problem, never the final answer): each
+one is dropped with probability `blotch_p`; with `contig_blotches=False` a dropped step is
+always followed by a kept one. Since a step is a whole `=`-separated segment, no number is
+ever cut.
+
+`incl_intl_prob=False` trains only on what follows the first `=` (the trainer's answer mask).
+The metric that matters is the final answer under greedy decoding from `problem=`:
+`final_answer` extracts it from a completion.
+
+Torch-free.
+"""
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from typing import Union
+
+from data.data_params import DataParams
+from data.syntheticdata import registered
+
+STEP_SEP = "="
+
+# An expression is a flat list alternating entity, operator, entity, ...; an entity is an int
+# or a nested expression (a parenthetical).
+Entity = Union[int, "Expr"]
+Expr = list
+
+
+# --- sampling ---------------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _number_weights(top: int, zipf_order: float) -> tuple[float, ...]:
+    return tuple((n + 1) ** -zipf_order for n in range(top + 1))
+
+
+def _number(rng: random.Random, top: int, zipf_order: float) -> int:
+    return rng.choices(range(top + 1), weights=_number_weights(top, zipf_order))[0]
+
+
+def check_params(dp: DataParams) -> None:
+    from train.errors import UserError
+
+    if dp.max_ents < 2:
+        raise UserError(f"arith: max_ents must be >= 2 (got {dp.max_ents}); raise it")
+    if dp.max_num < 0 or dp.max_mult_num < 0:
+        raise UserError(f"arith: max_num and max_mult_num must be >= 0 (got {dp.max_num}, {dp.max_mult_num})")
+    for name in ("p_mult", "p_paren", "p_ent", "blotch_p"):
+        v = getattr(dp, name)
+        if not 0 <= v <= 1:
+            raise UserError(f"arith: {name} must be in [0, 1] (got {v}); fix it in DataParams")
+
+
+def sample_problem(rng: random.Random, dp: DataParams, max_ents: int | None = None) -> Expr:
+    """A random problem: 2 entities plus each further one (up to max_ents) with probability p_ent."""
+    max_ents = dp.max_ents if max_ents is None else max_ents
+    n = 2 + sum(rng.random() < dp.p_ent for _ in range(max_ents - 2))
+    ops: list[str] = []
+    for _ in range(n - 1):
+        op = "*" if rng.random() < dp.p_mult else "+"
+        if op == "*" and dp.space_mults and ops and ops[-1] == "*":
+            op = "+"
+        ops.append(op)
+    expr: Expr = []
+    for i in range(n):
+        next_to_mult = (i > 0 and ops[i - 1] == "*") or (i < n - 1 and ops[i] == "*")
+        if next_to_mult:
+            ent: Entity = _number(rng, min(dp.max_mult_num, dp.max_num), dp.zipf_order)
+        elif max_ents - 1 >= 2 and rng.random() < dp.p_paren:
+            ent = sample_problem(rng, dp, max_ents - 1)
+        else:
+            ent = _number(rng, dp.max_num, dp.zipf_order)
+        if i:
+            expr.append(ops[i - 1])
+        expr.append(ent)
+    return expr
+
+
+# --- solving ----------------------------------------------------------------------------
+def to_str(expr: Entity, top: bool = True) -> str:
+    if isinstance(expr, int):
+        return str(expr)
+    inner = "".join(x if isinstance(x, str) else to_str(x, top=False) for x in expr)
+    return inner if top else f"({inner})"
+
+
+def _apply(a: int, op: str, b: int) -> int:
+    return a * b if op == "*" else a + b
+
+
+def reduce_once(expr: Expr) -> Expr:
+    """One operation: innermost-leftmost parenthetical first, then leftmost '*', then leftmost '+'."""
+    for i in range(0, len(expr), 2):
+        if isinstance(expr[i], list):
+            inner = reduce_once(expr[i])
+            return expr[:i] + [inner[0] if len(inner) == 1 else inner] + expr[i + 1 :]
+    ops = expr[1::2]
+    j = 2 * ops.index("*") + 1 if "*" in ops else 1
+    return expr[: j - 1] + [_apply(expr[j - 1], expr[j], expr[j + 1])] + expr[j + 2 :]
+
+
+def solution_steps(expr: Expr) -> list[str]:
+    """The problem, every intermediate step, and the final value, as strings."""
+    steps = [to_str(expr)]
+    while len(expr) > 1:
+        expr = reduce_once(expr)
+        steps.append(to_str(expr))
+    return steps
+
+
+def evaluate(expr: Entity) -> int:
+    """Value of an expression (independent of the step-by-step reducer, for checks)."""
+    if isinstance(expr, int):
+        return expr
+    terms, prod = [], evaluate(expr[0])
+    for op, ent in zip(expr[1::2], expr[2::2]):
+        if op == "*":
+            prod *= evaluate(ent)
+        else:
+            terms.append(prod)
+            prod = evaluate(ent)
+    return sum(terms) + prod
+
+
+def blotch(steps: list[str], rng: random.Random, p: float, contig: bool) -> list[str]:
+    """Drop whole intermediate steps with probability p; the first and last step always stay."""
+    if p <= 0 or len(steps) <= 2:
+        return list(steps)
+    kept = [steps[0]]
+    dropped_last = False
+    for step in steps[1:-1]:
+        drop = rng.random() < p and (contig or not dropped_last)
+        if not drop:
+            kept.append(step)
+        dropped_last = drop
+    kept.append(steps[-1])
+    return kept
+
+
+# --- the task ---------------------------------------------------------------------------
+def split_problem(sample: str) -> tuple[str, str]:
+    """`3+4*2=3+8=11` → (`3+4*2=`, `11`): the greedy-decoding prompt and the expected answer."""
+    problem, _, _ = sample.partition(STEP_SEP)
+    return problem + STEP_SEP, sample.rsplit(STEP_SEP, 1)[-1]
+
+
+def final_answer(completion: str) -> str:
+    """The final answer of a decoded solution: what follows its last '='."""
+    return completion.rsplit(STEP_SEP, 1)[-1].strip()
+
+
+def _problem_key(sample: str) -> str:
+    return sample.partition(STEP_SEP)[0]
+
+
+@registered(name="arith", answer_sep=STEP_SEP, dedup_key=_problem_key)
+def arith(rng: random.Random, dp: DataParams) -> str:
+    """3+4*2=3+8=11: a problem and its reductions (some dropped with blotch_p)."""
+    check_params(dp)
+    steps = solution_steps(sample_problem(rng, dp))
+    return STEP_SEP.join(blotch(steps, rng, dp.blotch_p, dp.contig_blotches))

@@ -1,0 +1,145 @@
+"""TART-style in-context logistic regression (task `tart`): data and the baselines beside it.
+
+Each sequence is its own problem. Draw weights w = alpha * u / sqrt(n_dims) with u ~ N(0, I),
+so the logit w.x has standard deviation alpha (`weight_multiplier`; with `variable_noise`,
+alpha ~ U[1, weight_multiplier] per sequence). Then `n_positions` points x_i ~ N(0, I) and labels
+y_i ~ Bernoulli(sigmoid(w.x_i)). The model reads x_1, y_1, x_2, y_2, ... and, at every x_i,
+predicts y_i from the pairs before it (binary cross-entropy on those positions).
+
+Baselines, all on the same positions as the model:
+- `logreg`: an L2-regularised logistic regression fitted (Newton) on the i-1 context pairs;
+- `bayes`: the true weights (expected accuracy E[max(p, 1-p)] and the entropy floor of the BCE);
+- `majority`: the majority label among the context pairs (ties and an empty context say 1).
+
+numpy only; torch never touches this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from data.data_params import DataParams
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TartSplit:
+    xs: np.ndarray  # (S, N, d) float32 inputs
+    ys: np.ndarray  # (S, N) float32 labels in {0, 1}
+    ws: np.ndarray  # (S, d) the true weights (scaled by alpha)
+
+    def __len__(self) -> int:
+        return len(self.xs)
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(S, N) true P(y=1 | x)."""
+        return sigmoid(np.einsum("snd,sd->sn", self.xs.astype(np.float64), self.ws.astype(np.float64)))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * z))  # stable for large |z|
+
+
+def check_params(dp: DataParams) -> None:
+    from train.errors import UserError
+
+    if dp.n_positions < 1 or dp.n_dims < 1:
+        raise UserError(f"tart: n_positions and n_dims must be >= 1 (got {dp.n_positions}, {dp.n_dims})")
+    if dp.weight_multiplier <= 0 or (dp.variable_noise and dp.weight_multiplier < 1):
+        raise UserError(f"tart: weight_multiplier must be > 0 (>= 1 with variable_noise); got {dp.weight_multiplier}")
+
+
+def sample_tart(
+    rng: np.random.Generator, n_seqs: int, n_positions: int, n_dims: int, weight_multiplier: float, variable_noise: bool
+) -> TartSplit:
+    if variable_noise:
+        alpha = rng.uniform(1.0, weight_multiplier, size=(n_seqs, 1))
+    else:
+        alpha = np.full((n_seqs, 1), float(weight_multiplier))
+    ws = alpha * rng.standard_normal((n_seqs, n_dims)) / np.sqrt(n_dims)
+    xs = rng.standard_normal((n_seqs, n_positions, n_dims))
+    p = sigmoid(np.einsum("snd,sd->sn", xs, ws))
+    ys = (rng.random(p.shape) < p).astype(np.float32)
+    return TartSplit(xs.astype(np.float32), ys, ws.astype(np.float32))
+
+
+def tart_splits(dp: DataParams, seed: int) -> dict[str, TartSplit]:
+    """Train/val/test sequences; every sequence has its own weights, so splits never share a problem."""
+    check_params(dp)
+    sizes = {"train": dp.n_train_samples, "val": dp.n_val_samples, "test": dp.n_test_samples}
+    out = {}
+    for i, split in enumerate(SPLITS):
+        rng = np.random.default_rng([seed, i])
+        out[split] = sample_tart(rng, sizes[split], dp.n_positions, dp.n_dims, dp.weight_multiplier, dp.variable_noise)
+    return out
+
+
+# --- baselines --------------------------------------------------------------------------
+def fit_logreg(xs: np.ndarray, ys: np.ndarray, l2: float = 1.0, n_iter: int = 25) -> np.ndarray:
+    """Batched L2-regularised logistic regression by Newton's method: xs (S, n, d), ys (S, n) → w (S, d).
+
+    Minimises sum_i BCE(sigmoid(w.x_i), y_i) + l2/2 |w|^2 (no intercept: the data has none).
+    """
+    xs, ys = xs.astype(np.float64), ys.astype(np.float64)
+    S, _, d = xs.shape
+    w = np.zeros((S, d))
+    eye = np.eye(d)
+    for _ in range(n_iter):
+        p = sigmoid(np.einsum("snd,sd->sn", xs, w))
+        grad = np.einsum("snd,sn->sd", xs, p - ys) + l2 * w
+        h = np.einsum("snd,sn,sne->sde", xs, p * (1 - p), xs) + l2 * eye
+        step = np.linalg.solve(h, grad[..., None])[..., 0]
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def context_logreg_probs(xs: np.ndarray, ys: np.ndarray, l2: float = 1.0) -> np.ndarray:
+    """(S, N): P(y_i = 1) from a logistic regression fitted on pairs 1..i-1 (0.5 with no context)."""
+    S, N, _ = xs.shape
+    out = np.full((S, N), 0.5)
+    for i in range(1, N):
+        w = fit_logreg(xs[:, :i], ys[:, :i], l2)
+        out[:, i] = sigmoid(np.einsum("sd,sd->s", xs[:, i].astype(np.float64), w))
+    return out
+
+
+def majority_probs(ys: np.ndarray) -> np.ndarray:
+    """(S, N): 1 where the context so far has at least as many 1s as 0s, else 0."""
+    ones = np.cumsum(ys, axis=1) - ys
+    n = np.arange(ys.shape[1])[None]
+    return (2 * ones >= n).astype(np.float64)
+
+
+def _bce(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def prediction_stats(p: np.ndarray, ys: np.ndarray, prefix: str) -> dict[str, float]:
+    """Accuracy over all positions, over the second half, and the BCE, of P(y=1) predictions."""
+    correct = (p > 0.5) == (ys > 0.5)
+    half = ys.shape[1] // 2
+    return {
+        f"{prefix}_acc": float(correct.mean()),
+        f"{prefix}_acc_2nd_half": float(correct[:, half:].mean()),
+        f"{prefix}_bce": float(_bce(p, ys).mean()),
+    }
+
+
+def baselines(split: TartSplit, l2: float = 1.0) -> dict[str, Any]:
+    """Every baseline's accuracy (all positions, second half) and BCE on one split."""
+    p_true = split.probs
+    out: dict[str, Any] = {}
+    out.update(prediction_stats(context_logreg_probs(split.xs, split.ys, l2), split.ys, "logreg"))
+    out.update(prediction_stats(majority_probs(split.ys), split.ys, "majority"))
+    out.update(prediction_stats(p_true, split.ys, "bayes"))
+    out["bayes_expected_acc"] = float(np.maximum(p_true, 1 - p_true).mean())
+    pt = np.clip(p_true, 1e-12, 1 - 1e-12)
+    out["bayes_entropy"] = float((-(pt * np.log(pt) + (1 - pt) * np.log(1 - pt))).mean())
+    return out
