@@ -4,6 +4,7 @@ researcher makes on a trained model (forward on text, losses, sampling).
 `LM(x)` accepts a string, a list of ids, a 1-D tensor or a (batch, seq) tensor and returns
 logits (batch, seq, vocab). `LM(x, get_embeddings=True)` / `get_attns=True` return a dict with
 `logits` plus `embeddings` (batch × layers × seq × dim) / `attns` (batch × layers × heads × seq × seq).
+Both are read from the activation cache (`run_with_cache`, hook names in docs/hooks.md).
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data.tokenizer import Tokenizer
+from model.hooks import NO_HOOK, Hook, HookFn, Hooks, NamesFilter
+from model.kv_cache import KVCache
 from model.model_params import ModelParams
 from model.positional import make_pos_encoding
-from model.sampling import check_sampling_args, choose_next
+from model.sampling import beam_search, check_sampling_args, generate, is_batch_of_prefixes, prefix_ids
 from model.transformer.transformer import Transformer
 
 
@@ -71,24 +74,68 @@ class LM(nn.Module):
 
     # --- forward ------------------------------------------------------------------------
     def forward(
-        self, x: Any, get_embeddings: bool = False, get_attns: bool = False, attn_requests: Any = None
+        self, x: Any, get_embeddings: bool = False, get_attns: bool = False, attn_requests: Any = None,
+        kv_cache: KVCache | None = None, hook: Hook | None = None,
     ) -> Tensor | dict[str, Tensor]:
+        """`kv_cache`: x holds only tokens after the cached ones (incremental decoding).
+        `hook`: a `model.hooks.Hooks` for this call (prefer `run_with_cache`/`run_with_hooks`)."""
         x = self.as_batch(x)
-        cond = x.shape[1] <= self.model_params.max_seq_len
-        msg = f"sequence of {x.shape[1]} tokens is longer than the model's max_seq_len={self.model_params.max_seq_len}"
+        past = kv_cache.length if kv_cache is not None else 0
+        cond = past + x.shape[1] <= self.model_params.max_seq_len
+        msg = f"sequence of {past + x.shape[1]} tokens is longer than the model's max_seq_len={self.model_params.max_seq_len}"
         assert cond, msg
-        positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0).expand_as(x)
-        h = self.drop(self.embed(x) + self.pos_enc(positions))
-        res = self.decoder(h, get_attns=get_attns, get_embeddings=get_embeddings, attn_requests=attn_requests)
-        logits = self.out(res["out"])
+        if hook is None and (get_embeddings or get_attns):
+            hook = Hooks(cache_filter=lambda n: (get_attns and n.endswith(".attn.hook_pattern")) or (get_embeddings and n.endswith(".hook_resid_post")), detach=False)
+        hook = hook if hook is not None else NO_HOOK
+        positions = torch.arange(past, past + x.shape[1], device=x.device).unsqueeze(0).expand_as(x)
+        h = self.drop(hook("hook_embed", self.embed(x)) + hook("hook_pos_embed", self.pos_enc(positions)))
+        h = self.decoder(h, attn_requests=attn_requests, hook=hook, kv_cache=kv_cache, positions=positions)
+        logits = self.out(h)
+        if kv_cache is not None:
+            kv_cache.advance(x.shape[1])
         if not (get_embeddings or get_attns):
             return logits
         out: dict[str, Tensor] = {"logits": logits}
+        blocks = range(len(self.decoder.layers))
         if get_embeddings:
-            out["embeddings"] = torch.stack(res["embeddings"], dim=1)
+            out["embeddings"] = torch.stack([hook.cache[f"blocks.{i}.hook_resid_post"] for i in blocks], dim=1)
         if get_attns:
-            out["attns"] = torch.stack(res["attns"], dim=1)
+            out["attns"] = torch.stack([hook.cache[n] for i in blocks if (n := f"blocks.{i}.attn.hook_pattern") in hook.cache], dim=1)
         return out
+
+    # --- looking inside: activation cache and hooks (model/hooks.py, docs/hooks.md) -------
+    def run_with_cache(self, x: Any, names_filter: NamesFilter = None, detach: bool = True, **kwargs: Any) -> tuple[Tensor, "ActivationCache"]:
+        """→ (logits, cache): every activation whose name passes `names_filter` (all by default)."""
+        hooks = Hooks(kwargs.pop("fwd_hooks", ()), cache_filter=names_filter, detach=detach)
+        logits = self(x, hook=hooks, **kwargs)
+        return logits, ActivationCache(hooks.cache)
+
+    def run_with_hooks(self, x: Any, fwd_hooks: list[tuple[str | Callable[[str], bool], HookFn]] = (), **kwargs: Any) -> Tensor:
+        """Forward with `fn(activation, hook)` applied at each named point, for this call only.
+
+        `fn` returns a replacement or None (keep it, maybe edited in place). Nothing is attached
+        to the model, so nothing outlives the call, even when it raises.
+        """
+        self.check_hook_names([n for n, _ in fwd_hooks if isinstance(n, str)])
+        return self(x, hook=Hooks(fwd_hooks), **kwargs)
+
+    def hook_names(self) -> list[str]:
+        """Every hook point of this model, in forward order (from a one-token forward)."""
+        probe = Hooks(cache_filter=None)
+        with torch.no_grad():
+            self(torch.tensor([[self.tokenizer.bos_id]], device=self.device), hook=probe)
+        return list(dict.fromkeys(probe.seen))
+
+    def check_hook_names(self, names: list[str]) -> None:
+        if not names:
+            return
+        known = self.hook_names()
+        for n in names:
+            if n not in known:
+                import difflib
+
+                close = difflib.get_close_matches(n, known, n=3, cutoff=0.6)
+                raise ValueError(f"no hook point {n!r} in this model; {'did you mean ' + ', '.join(close) + '? ' if close else ''}see lm.hook_names() or docs/hooks.md")
 
     # --- losses -------------------------------------------------------------------------
     def get_batch_xyz(
@@ -136,30 +183,71 @@ class LM(nn.Module):
         return out
 
     # --- sampling -----------------------------------------------------------------------
+    @property
+    def supports_kv_cache(self) -> bool:
+        """'random' positions are redrawn for the whole sequence each step, so they can't be cached."""
+        return self.model_params.pos_encoding != "random"
+
     @torch.no_grad()
     def sample(
         self,
-        pref: str | Sequence[int] = "",
+        pref: str | Sequence[int] | Sequence[str] | Sequence[Sequence[int]] = "",
         max_seq_len: int = 100,
         temperature: float = 1,
         nucleus: float | None = None,
         top_k: int | None = None,
         as_str: bool = True,
         generator: torch.Generator | None = None,
-    ) -> str | list[int]:
-        """Continue `pref` until EOS or `max_seq_len` tokens (prefix included)."""
+        beam_size: int | None = None,
+        use_cache: bool = True,
+    ) -> Any:
+        """Continue `pref` until EOS or `max_seq_len` tokens (prefix included).
+
+        `pref` may also be a list of prefixes (strings or id lists): returns a list, one per
+        prefix, sampled in batches. `beam_size=k` runs beam search instead and returns the k
+        best `(sequence, log-prob)` pairs, best first. `use_cache` decodes incrementally with a
+        KV cache (same result as recomputing the prefix every step, much faster).
+        """
         check_sampling_args(temperature, nucleus, top_k)
         was_training = self.training
         self.eval()
-        ids = self.tokenizer(pref) if isinstance(pref, str) else list(pref)
-        if not ids:
-            ids = [self.tokenizer.bos_id]
+        many = is_batch_of_prefixes(pref)
+        prefixes = [prefix_ids(self, p) for p in pref] if many else [prefix_ids(self, pref)]
         limit = min(max_seq_len, self.model_params.max_seq_len)
-        while len(ids) < limit:
-            logits = self(torch.tensor([ids], device=self.device))[:, -1]
-            nxt = int(choose_next(logits, temperature, nucleus, top_k, generator)[0])
-            ids.append(nxt)
-            if nxt == self.tokenizer.eos_id:
-                break
-        self.train(was_training)
-        return self.tokenizer.decode(ids) if as_str else ids
+        use_cache = use_cache and self.supports_kv_cache
+        fmt = self.tokenizer.decode if as_str else (lambda ids: ids)
+        try:
+            if beam_size is not None:
+                res: list = [[(fmt(s), score) for s, score in beam_search(self, p, limit, beam_size, use_cache)] for p in prefixes]
+            else:
+                res = [fmt(s) for s in generate(self, prefixes, limit, temperature, nucleus, top_k, generator, use_cache)]
+        finally:
+            self.train(was_training)
+        return res if many else res[0]
+
+    def perplexities(
+        self, samples_or_dataloader: Any, per_token: bool = False, before_exp: bool = False, dummy_res: float = -1, batch_size: int = 32
+    ) -> tuple[float, float, float, int, Tensor | list]:
+        """→ mean, max, min, total_tokens, per_token_res (see model/perplexity.py)."""
+        from model.perplexity import perplexities
+
+        return perplexities(self, samples_or_dataloader, per_token, before_exp, dummy_res, batch_size)
+
+
+class ActivationCache(dict):
+    """name → activation. `cache["pattern", 0]` is short for `cache["blocks.0.attn.hook_pattern"]`."""
+
+    def __getitem__(self, key: str | tuple[str, int]) -> Tensor:
+        if isinstance(key, tuple):
+            short, layer = key
+            short = short if short.startswith("hook_") else f"hook_{short}"
+            matches = [n for n in self if n.startswith(f"blocks.{layer}.") and n.endswith(f".{short}") or n == f"blocks.{layer}.{short}"]
+            if len(matches) != 1:
+                raise KeyError(f"{key!r} matches {matches or 'no'} cached names")
+            key = matches[0]
+        if key not in self:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(self), n=3, cutoff=0.6)
+            raise KeyError(f"{key!r} is not in the cache{'; did you mean ' + ', '.join(close) + '?' if close else ''} (names: docs/hooks.md)")
+        return super().__getitem__(key)

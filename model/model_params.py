@@ -14,7 +14,7 @@ class ModelParams:
     n_heads: int = param(4, "attention heads per layer; must divide dim")
     dim_ff_factor: int = param(4, "feed-forward hidden width = dim_ff_factor * dim")
     dropout: float = param(0.0, "dropout inside the layers and on the embeddings")
-    activation: str = param("gelu", "feed-forward activation: 'gelu' or 'relu'", choices=("gelu", "relu"))
+    activation: str = param("gelu", "feed-forward activation: 'gelu', 'relu' or 'gelu_tanh' (GPT-2's tanh approximation)", choices=("gelu", "relu", "gelu_tanh"))
     norm_first: bool = param(True, "pre-LayerNorm blocks (GPT-2 style) if True, post-LN if False")
     layer_norm_eps: float = param(1e-5, "LayerNorm epsilon")
     pos_encoding: str = param("learned", "positional encoding: 'learned', 'sinusoidal', 'random' (sinusoidal at random sorted positions < max_posencs), 'rotary' (RoPE; custom-transformer only) or 'none'", choices=("learned", "sinusoidal", "random", "rotary", "none"))

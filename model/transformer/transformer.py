@@ -2,16 +2,23 @@
 
 `layers` may hold torch's `nn.TransformerEncoderLayer`, our `TransformerEncoderLayer`, or any
 other module mapping (batch, seq, dim) → (batch, seq, dim) (e.g. an injected `nn.ReLU()`).
+Layer i is wrapped in the hook points `blocks.{i}.hook_resid_pre` / `hook_resid_post`, so the
+activation cache (`LM.run_with_cache`, `get_embeddings=True`) covers injected layers too.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.hooks import NO_HOOK, Hook
+from model.kv_cache import KVCache, LayerKV
 from model.model_params import ModelParams
-from model.transformer.transformerencoderlayer import TransformerEncoderLayer
+from model.transformer.torch_f_multi_head_attention_forward import future_mask
+from model.transformer.transformerencoderlayer import ACTIVATIONS, TransformerEncoderLayer
 
 ARCHITECTURES = ("torch-transformer", "custom-transformer")
 
@@ -22,7 +29,7 @@ def make_torch_layer(mp: ModelParams) -> nn.TransformerEncoderLayer:
         nhead=mp.n_heads,
         dim_feedforward=mp.dim_ff_factor * mp.dim,
         dropout=mp.dropout,
-        activation=mp.activation,
+        activation=mp.activation if mp.activation in ("relu", "gelu") else ACTIVATIONS[mp.activation],
         layer_norm_eps=mp.layer_norm_eps,
         batch_first=True,
         norm_first=mp.norm_first,
@@ -53,29 +60,68 @@ class Transformer(nn.Module):
         return m[:seq_len, :seq_len]
 
     def forward(
-        self, x: Tensor, get_attns: bool = False, get_embeddings: bool = False, attn_requests: Any = None
-    ) -> dict[str, Any]:
-        """x: (batch, seq, dim) embedded input. Returns `out` and, when asked, per-layer `attns`/`embeddings`."""
-        attns: list[Tensor] = []
-        embeddings: list[Tensor] = []
-        for layer in self.layers:
+        self, x: Tensor, attn_requests: Any = None, hook: Hook = NO_HOOK, kv_cache: KVCache | None = None, positions: Tensor | None = None
+    ) -> Tensor:
+        """x: (batch, seq, dim) embedded input → the final (normed) residual stream, same shape.
+
+        `hook` reads/replaces activations (model/hooks.py, names in docs/hooks.md); `kv_cache`
+        holds earlier tokens' keys/values when x is only the newest tokens (incremental decoding).
+        """
+        for i, layer in enumerate(self.layers):
+            h = hook.scoped(f"blocks.{i}.")
+            x = h("hook_resid_pre", x)
+            kv = kv_cache.layer(i) if kv_cache is not None else None
             if isinstance(layer, TransformerEncoderLayer):
-                x, w = layer(x, need_weights=get_attns, attn_requests=attn_requests)
+                x, _ = layer(x, attn_requests=attn_requests, hook=h, kv_cache=kv, positions=positions)
             elif isinstance(layer, nn.TransformerEncoderLayer):
-                mask = self.causal_mask(x.shape[1], x.device)
-                w = torch_layer_attn_weights(layer, x, mask) if get_attns else None
-                x = layer(x, src_mask=mask, is_causal=True)
+                if hook or kv is not None:  # look inside torch's layer: recompute it from its weights
+                    x = torch_layer_forward(layer, x, h, kv)
+                else:
+                    x = layer(x, src_mask=self.causal_mask(x.shape[1], x.device), is_causal=True)
             else:
-                x, w = layer(x), None
-            if get_attns and w is not None:
-                attns.append(w)
-            if get_embeddings:
-                embeddings.append(x)
-        return {"out": self.norm(x), "attns": attns, "embeddings": embeddings}
+                x = layer(x)  # an injected module; with a KV cache it must act on each position alone
+            x = h("hook_resid_post", x)
+        return hook("ln_final.hook_normalized", self.norm(x))
 
 
-def torch_layer_attn_weights(layer: nn.TransformerEncoderLayer, x: Tensor, mask: Tensor) -> Tensor:
-    """Per-head attention weights of a torch layer (it doesn't return them from forward)."""
-    h = layer.norm1(x) if layer.norm_first else x
-    _, w = layer.self_attn(h, h, h, attn_mask=mask, need_weights=True, average_attn_weights=False)
-    return w
+def torch_layer_forward(layer: nn.TransformerEncoderLayer, x: Tensor, hook: Hook = NO_HOOK, kv: LayerKV | None = None) -> Tensor:
+    """torch's `TransformerEncoderLayer.forward` (causal) restated with the layer's own weights,
+    so hooks can see inside it and a KV cache can feed it. A test holds it equal to torch's.
+    Deliberately independent of our editable attention function: torch-transformer stays torch.
+    """
+    if layer.norm_first:
+        x = hook("hook_resid_mid", x + hook("hook_attn_out", _torch_sa_block(layer, layer.norm1(x), hook.scoped("attn."), kv)))
+        x = x + hook("hook_mlp_out", _torch_ff_block(layer, layer.norm2(x), hook))
+    else:
+        x = hook("hook_resid_mid", layer.norm1(x + hook("hook_attn_out", _torch_sa_block(layer, x, hook.scoped("attn."), kv))))
+        x = layer.norm2(x + hook("hook_mlp_out", _torch_ff_block(layer, x, hook)))
+    return x
+
+
+def _torch_sa_block(layer: nn.TransformerEncoderLayer, x: Tensor, hook: Hook, kv: LayerKV | None) -> Tensor:
+    attn = layer.self_attn
+    bsz, seq_len, dim = x.shape
+    n_heads = attn.num_heads
+    q, k, v = (t.view(bsz, seq_len, n_heads, dim // n_heads) for t in F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    q, k, v = (hook(f"hook_{n}", t).transpose(1, 2) for n, t in zip("qkv", (q, k, v)))
+    if kv is not None:
+        k, v = kv.append(k, v)
+    past = k.shape[-2] - seq_len
+    dropout_p = attn.dropout if layer.training else 0.0
+    if hook.wants("hook_attn_scores") or hook.wants("hook_pattern"):
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dim // n_heads)
+        scores = hook("hook_attn_scores", scores.masked_fill(future_mask(seq_len, past, x.device), float("-inf")))
+        pattern = hook("hook_pattern", scores.softmax(dim=-1))
+        z = torch.matmul(F.dropout(pattern, p=dropout_p) if dropout_p > 0 else pattern, v)
+    elif past == 0:
+        z = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    else:
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=~future_mask(seq_len, past, x.device), dropout_p=dropout_p)
+    z = hook("hook_z", z.transpose(1, 2)).reshape(bsz, seq_len, dim)
+    return layer.dropout1(attn.out_proj(z))
+
+
+def _torch_ff_block(layer: nn.TransformerEncoderLayer, x: Tensor, hook: Hook) -> Tensor:
+    x = hook("mlp.hook_pre", layer.linear1(x))
+    x = hook("mlp.hook_post", layer.activation(x))
+    return layer.dropout2(layer.linear2(layer.dropout(x)))
