@@ -20,6 +20,10 @@ class DataParams:
     tokenizer: str = param("char", "'char', 'bpe' (trained on the train split), or a pretrained name/path such as 'gpt2'")
     bpe_vocab_size: int = param(2000, "vocabulary size when tokenizer='bpe'")
     data_seed: int | None = param(None, "seed for generating/splitting data; None = the run's --seed")
+    val_fraction: float = param(0.05, "corpora without their own splits (shakespeare, data.txt): share held out for val")
+    test_fraction: float = param(0.05, "corpora without their own splits (shakespeare, data.txt): share held out for test")
+    pack: bool | None = param(None, "text corpora: True joins documents with EOS into one stream cut into max_seq_len windows; False keeps one sample per document/line; None = the task's default (named corpora pack, data.txt lines don't)")
+    token_cache: bool = param(True, "cache token ids of large corpora in the data cache dir ($HARNESS_DATA_CACHE, default ../data-cache)")
 
     # --- hmm / hmm_labelled (data/tasks_hmm.py); sequence lengths come from min_len/max_len ---
     hmm_random_tables: bool = param(False, "hmm tasks: draw random HMM tables (Dirichlet rows) instead of the seed's fixed 3-state/5-observation weather tables")

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from data.data_params import DataParams  # noqa: F401  (the seed imports it from here)
 from data.syntheticdata import SYNTHETIC_TASKS
 from data.tasks import TaskData, get_task_data
+from data.token_cache import encode_cached, split_docs
 from data.tokenizer import CharTokenizer, Tokenizer
 from train.errors import UserError
 
@@ -122,11 +123,11 @@ class LMDataModule(L.LightningDataModule):
         dp, tok = self.data_params, self.tokenizer
         texts = self.task_data.splits.get(split, [])
         stride = dp.stride or dp.max_seq_len
+        use_cache = dp.token_cache and dp.task not in SYNTHETIC_TASKS  # large corpora: ids cached on disk
         if self.task_data.pack:
-            ids = tok.encode_batch(texts, add_bos=False, add_eos=True)
-            stream = np.fromiter((i for doc in ids for i in doc), dtype=np.int64)
+            stream, _ = encode_cached(tok, texts, add_bos=False, add_eos=True, use_cache=use_cache)
             return WindowDataset(stream, dp.max_seq_len, stride)
-        seqs = tok.encode_batch(texts, add_bos=True, add_eos=True)
+        seqs = split_docs(*encode_cached(tok, texts, add_bos=True, add_eos=True, use_cache=use_cache))
         if dp.task in SYNTHETIC_TASKS:
             longest = max((len(s) for s in seqs), default=0)
             if longest > dp.max_seq_len:
