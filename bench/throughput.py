@@ -1,0 +1,269 @@
+"""Training throughput (tokens/s) of four contenders at one size, batch, sequence length and dtype.
+
+(a) harness, torch-transformer — `run_one` (Lightning + LMTrainer), timed by a callback;
+(b) harness, custom-transformer — the same, with the editable layer as shipped;
+(c) bare loop — the same `LM` module, data module and optimizer settings, no Lightning;
+(d) reference — nanoGPT-style GPT in plain PyTorch (bench/reference_gpt.py).
+
+Each contender trains `warmup_steps` untimed steps, then `n_windows` windows of `window_steps`
+optimizer steps; a window's rate is batch × seq_len × window_steps / its wall time (CUDA is
+synchronised only at window edges). Contenders run interleaved for `rounds` rounds so that
+changing machine load hits them alike; the figure is the median over all windows.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from bench import data as bench_data
+from bench.harness import run_config, run_harness
+from bench.settings import BenchSettings, ModelSize
+
+CONTENDERS = {
+    "a": "harness, torch-transformer (Lightning)",
+    "b": "harness, custom-transformer (Lightning)",
+    "c": "bare PyTorch loop, same LM module and data",
+    "d": "nanoGPT-style reference GPT, plain PyTorch",
+}
+COMPILED = {"c+compile": "bare loop, torch.compile(LM)", "d+compile": "reference GPT, torch.compile"}
+
+
+class Windows:
+    """Marks the wall clock after warm-up and every `window` steps; call `tick()` after each step."""
+
+    def __init__(self, s: BenchSettings):
+        self.warmup, self.window, self.n = s.warmup_steps, s.window_steps, s.n_windows
+        self.sync: Callable[[], None] = torch.cuda.synchronize if s.device == "cuda" else (lambda: None)
+        self.steps = 0
+        self.marks: list[float] = []
+        self.cpu_marks: list[float] = []  # process CPU time: robust to other load on a shared machine
+
+    @property
+    def total_steps(self) -> int:
+        return self.warmup + self.window * self.n
+
+    @property
+    def done(self) -> bool:
+        return self.steps >= self.total_steps
+
+    def tick(self) -> None:
+        self.steps += 1
+        k = self.steps - self.warmup
+        if k >= 0 and k % self.window == 0 and len(self.marks) <= self.n:
+            self.sync()
+            self.marks.append(time.perf_counter())
+            self.cpu_marks.append(time.process_time())
+
+    def rates(self, tokens_per_step: int) -> list[float]:
+        return [self.window * tokens_per_step / (b - a) for a, b in zip(self.marks, self.marks[1:])]
+
+    def cpu_rates(self, tokens_per_step: int) -> list[float]:
+        """Tokens per second of this process' CPU time (all its threads)."""
+        return [self.window * tokens_per_step / max(b - a, 1e-9) for a, b in zip(self.cpu_marks, self.cpu_marks[1:])]
+
+
+def window_callback(w: Windows) -> Any:
+    from lightning.pytorch.callbacks import Callback
+
+    class WindowCallback(Callback):
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            w.tick()
+
+    return WindowCallback()
+
+
+def autocast(s: BenchSettings) -> contextlib.AbstractContextManager:
+    """What Lightning's `precision` does to the forward pass, for the bare loops."""
+    if s.precision == "bf16-mixed":
+        return torch.autocast(device_type=s.device, dtype=torch.bfloat16)
+    if s.precision == "16-mixed":
+        return torch.autocast(device_type=s.device, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _n_train(s: BenchSettings, w: Windows) -> int:
+    return (w.total_steps + 2) * s.size.batch_size
+
+
+def _data_module(s: BenchSettings, rc: Any) -> Any:
+    from data.dataloader import LMDataModule
+
+    return LMDataModule(rc.data, seed=0, batch_size=s.size.batch_size)
+
+
+# --- contenders -----------------------------------------------------------------------------
+def harness(s: BenchSettings, arch: str) -> tuple[Windows, dict[str, Any]]:
+    w = Windows(s)
+    task = bench_data.register(s.size.vocab_size)
+    rc = run_config(s, s.size, arch, task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
+    result = run_harness(rc, [window_callback(w)])
+    n_params = sum(p.numel() for p in result.lm.parameters())
+    return w, {"n_params": n_params, "n_params_mfu": n_params - _pos_params(result.lm)}
+
+
+def bare_loop(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, dict[str, Any]]:
+    """The loop you would write around the harness' `LM`: same data module, optimizer, schedule, clipping."""
+    import lightning as L
+
+    from model.lm import LM
+    from train.trainer import lr_factor
+
+    w = Windows(s)
+    task = bench_data.register(s.size.vocab_size)
+    rc = run_config(s, s.size, "torch-transformer", task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
+    L.seed_everything(0, verbose=False)
+    dm = _data_module(s, rc)
+    device = torch.device(s.device)
+    lm = LM(rc.model, dm.tokenizer).to(device)
+    tp = rc.train
+    params = [p for p in lm.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tp.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=tp.lr, betas=(tp.beta1, tp.beta2), fused=True if device.type == "cuda" else None)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, tp.warmup_steps, w.total_steps, tp.min_lr_frac))
+    step_fn = torch.compile(lm) if compile_model else lm
+    lm.train()
+    while not w.done:
+        for batch in dm.train_dataloader():
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast(s):
+                if compile_model:
+                    loss = _compiled_loss(step_fn, batch)
+                else:
+                    loss = lm.get_losses(batch, tp)[0]["main"]
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, tp.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            w.tick()
+            if w.done:
+                break
+    n_params = sum(p.numel() for p in lm.parameters())
+    return w, {"n_params": n_params, "n_params_mfu": n_params - _pos_params(lm)}
+
+
+def _compiled_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    ids, mask = batch["x_indices"], batch["mask"]
+    z = model(ids[:, :-1])
+    losses = torch.nn.functional.cross_entropy(z.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
+    m = mask[:, 1:].flatten()
+    return (losses * m).sum() / m.sum().clamp(min=1)
+
+
+def reference(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, dict[str, Any]]:
+    from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, get_lr
+
+    w = Windows(s)
+    task = bench_data.register(s.size.vocab_size)
+    rc = run_config(s, s.size, "torch-transformer", task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
+    dm = _data_module(s, rc)  # the same token stream as the harness' windows
+    device = torch.device(s.device)
+    torch.manual_seed(0)
+    size = s.size
+    model = GPT(GPTConfig(dm.tokenizer.n_tokens, size.seq_len, size.n_layers, size.n_heads, size.dim)).to(device)
+    opt = configure_optimizer(model, 1e-3, 0.1, (0.9, 0.99), device)
+    fused = bool(opt.defaults.get("fused"))
+    get_batch = StreamBatches(torch.from_numpy(dm.datasets["train"].stream.astype("int64")), size.seq_len, size.batch_size, device)
+    fwd = torch.compile(model) if compile_model else model
+    model.train()
+    it = 0
+    while not w.done:
+        for g in opt.param_groups:
+            g["lr"] = get_lr(it, 1e-3, 100, w.total_steps, 1e-4)
+        x, y = get_batch()
+        with autocast(s):
+            _, loss = fwd(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        it += 1
+        w.tick()
+    return w, {"n_params": sum(p.numel() for p in model.parameters()), "n_params_mfu": model.n_params(), "fused_adamw": fused}
+
+
+def _pos_params(lm: Any) -> int:
+    return sum(p.numel() for p in lm.pos_enc.parameters())
+
+
+# --- the section ------------------------------------------------------------------------------
+def peak_tflops(s: BenchSettings) -> float | None:
+    """Dense bf16/fp16 peak of the GPU (vendor figures), for MFU."""
+    if s.peak_tflops is not None:
+        return s.peak_tflops
+    if s.device != "cuda" or s.precision not in ("bf16-mixed", "16-mixed"):
+        return None
+    name = torch.cuda.get_device_name()
+    table = [("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("A100", 312.0), ("L40S", 362.0), ("A10G", 125.0), ("L4", 121.0)]
+    for key, value in table:
+        if key in name:
+            return value
+    return None
+
+
+def flops_per_token(n_params: int, size: ModelSize) -> float:
+    """nanoGPT/PaLM estimate for one training token: 6N + 12·layers·dim·seq."""
+    return 6 * n_params + 12 * size.n_layers * size.dim * size.seq_len
+
+
+def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+    plan: dict[str, Callable[[], tuple[Windows, dict[str, Any]]]] = {
+        "a": lambda: harness(s, "torch-transformer"),
+        "b": lambda: harness(s, "custom-transformer"),
+        "c": lambda: bare_loop(s),
+        "d": lambda: reference(s),
+    }
+    if s.compile_contenders:
+        plan["c+compile"] = lambda: bare_loop(s, compile_model=True)
+        plan["d+compile"] = lambda: reference(s, compile_model=True)
+    windows: dict[str, list[float]] = {k: [] for k in plan}
+    cpu_windows: dict[str, list[float]] = {k: [] for k in plan}
+    info: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for r in range(s.rounds):
+        for key, fn in plan.items():
+            if key in errors:
+                continue
+            log(f"[throughput] round {r + 1}/{s.rounds}: ({key}) {CONTENDERS.get(key) or COMPILED[key]}")
+            try:
+                w, meta = fn()
+            except Exception as e:  # a compile failure must not sink the other contenders
+                if "+compile" not in key:
+                    raise
+                errors[key] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                log(f"[throughput] ({key}) failed: {errors[key]}")
+                continue
+            finally:
+                gc.collect()
+                if s.device == "cuda":
+                    torch.cuda.empty_cache()
+            rates = w.rates(s.tokens_per_step)
+            windows[key] += rates
+            cpu_windows[key] += w.cpu_rates(s.tokens_per_step)
+            info[key] = {**info.get(key, {}), **meta, "threads": torch.get_num_threads()}
+            log(f"[throughput] ({key}) {statistics.median(rates):,.0f} tokens/s, {statistics.median(w.cpu_rates(s.tokens_per_step)):,.0f} tokens/CPU-s "
+                f"(windows: {', '.join(f'{x:,.0f}' for x in rates)})")
+    tps = {k: statistics.median(v) for k, v in windows.items() if v}
+    cpu_tps = {k: statistics.median(v) for k, v in cpu_windows.items() if v}
+    out: dict[str, Any] = {
+        "tokens_per_s": tps,
+        "windows": windows,
+        "tokens_per_cpu_s": cpu_tps,
+        "cpu_windows": cpu_windows,
+        "info": info,
+        "errors": errors,
+        "names": {**CONTENDERS, **COMPILED},
+        "tokens_per_step": s.tokens_per_step,
+        "ms_per_step": {k: 1000 * s.tokens_per_step / v for k, v in tps.items()},
+    }
+    peak = peak_tflops(s)
+    if peak:
+        out["peak_tflops"] = peak
+        out["mfu"] = {k: tps[k] * flops_per_token(info[k]["n_params_mfu"], s.size) / (peak * 1e12) for k in tps}
+    return out

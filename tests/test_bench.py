@@ -1,0 +1,46 @@
+"""`python -m bench --quick` runs every contender and writes its report where told (no timing assertions)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quick_bench_every_contender_reports_a_number(tmp_path):
+    docs = [REPO / "docs" / n for n in ("benchmarks.md", "benchmarks.json")]
+    before = {p: p.stat().st_mtime_ns if p.exists() else None for p in docs}
+    out = tmp_path / "bench"
+    res = subprocess.run([sys.executable, "-m", "bench", "--quick", "--threads", "1", "--out", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    payload = json.loads((out / "benchmarks.json").read_text())
+    results = payload["results"]
+
+    tps = results["throughput"]["tokens_per_s"]
+    assert set(tps) == {"a", "b", "c", "d"}
+    samplers = results["sampling"]["tokens_per_s"]
+    assert set(samplers) == {f"{n}@b{b}" for n in ("ours_kv", "ours_recompute", "hf_generate") for b in (1, 8)}
+    assert results["sampling"]["same_tokens"] == {"b1": True, "b8": True}  # greedy: cache, recompute and HF agree
+    startup = results["startup"]["seconds"]
+    assert set(startup) == {"python_bare", "help", "dry_run"}
+    for value in [*tps.values(), *results["throughput"]["tokens_per_cpu_s"].values(), *samplers.values(), *startup.values()]:
+        assert math.isfinite(value) and value > 0
+    assert set(payload["ratios"]) >= {"a/c", "a/d", "b/a", "kv/recompute@b1", "ours/hf@b8"}
+    assert payload["machine"]["threads"] == 1
+
+    md = (out / "benchmarks.md").read_text()
+    for heading in ("## Training throughput", "## Sampling speed", "## Start-up", "a/c", "python -m bench --quick"):
+        assert heading in md
+    assert "bench summary" in res.stdout
+    assert {p: p.stat().st_mtime_ns if p.exists() else None for p in docs} == before  # docs/ untouched
+
+
+def test_bench_refuses_unknown_section(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "bench", "--quick", "--sections", "speed", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "unknown section" in res.stderr and "throughput" in res.stderr
