@@ -136,6 +136,10 @@ def run_all(args: argparse.Namespace) -> int:
     for i, rc in enumerate(runs, 1):
         print(f"=== run {i}/{len(runs)}: {rc.config_name} task={rc.data.task} {rc.describe()}", flush=True)
         run_one(rc, opts, Namer(rc, args, now_timestamp()))
+    if args.save:  # compare the runs: report.md/.csv/.png in {save-dir}/{config}/ (train/report.py)
+        from train.report import write_config_report
+
+        write_config_report(Path(args.save_dir), args.config)
     return 0
 
 

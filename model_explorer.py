@@ -118,7 +118,7 @@ def get_model_by_timestamp(timestamp: str, save_dir: str | Path | None = None, v
 
 
 # --- checking a reload --------------------------------------------------------------------
-def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None, rtol: float = 1e-5, n_samples: int = 8, verbose: bool = True) -> dict[str, Any]:
+def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None, rtol: float = 1e-6, n_samples: int = 8, verbose: bool = True) -> dict[str, Any]:
     """Reload a run and check it behaves as saved; raise `UnstableLoadError` naming what differs.
 
     - the val statistics, recomputed with `train.evaluate.evaluate` (the function that produced
@@ -141,7 +141,7 @@ def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None
     for k, v in saved.items():
         if k not in now:
             raise UnstableLoadError(f"{path}: saved val statistic {k!r} is not produced by the reloaded model (got {sorted(now)})")
-        if not math.isclose(now[k], v, rel_tol=rtol, abs_tol=rtol):
+        if not math.isclose(now[k], v, rel_tol=rtol, abs_tol=1e-9):
             raise UnstableLoadError(f"{path}: val {k} was {v:.8g} when saved but is {now[k]:.8g} after reloading (diff {now[k] - v:.3g}); weights, data or code changed")
     batch = next(iter(dataset.val_dataloader(batch_size=n_samples)))
     with torch.no_grad():

@@ -111,10 +111,21 @@ def beam_search(lm: Any, prefix: list[int], limit: int, beam_size: int, use_cach
     `beam_size` extensions finishes that hypothesis; the best `beam_size` others stay alive.
     The search stops when `beam_size` finished hypotheses all score at least the best alive one
     (log-probs only fall as a sequence grows) or at `limit` tokens, where alive beams finish
-    as they are. With `beam_size=1` this is exactly greedy decoding.
+    as they are. With `beam_size=1` this is exactly greedy decoding. Plain beam search can
+    prune the greedy path and end up below it (rarely), so the greedy sequence is always kept
+    as a candidate: the best result never scores below greedy decoding.
     """
     if beam_size < 1:
         raise ValueError(f"sample(): beam_size must be >= 1, got {beam_size}")
+    found = _beam_search(lm, prefix, limit, beam_size, use_cache)
+    if beam_size > 1:
+        greedy = _beam_search(lm, prefix, limit, 1, use_cache)[0]
+        if all(seq != greedy[0] for seq, _ in found):
+            found = sorted(found + [greedy], key=lambda f: -f[1])[:beam_size]
+    return found
+
+
+def _beam_search(lm: Any, prefix: list[int], limit: int, beam_size: int, use_cache: bool) -> list[tuple[list[int], float]]:
     eos = lm.tokenizer.eos_id
     beams = torch.tensor([prefix], device=lm.device)
     scores = torch.zeros(1, dtype=torch.float64, device=lm.device)

@@ -1,19 +1,28 @@
 """Fixtures shared by the explorer/sampling/hooks/report/notebook tests (import them by name)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
+@contextmanager
+def few_threads():
     """Tiny models run fastest on one thread, and a busy machine's cores aren't fought over."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with few_threads():
+        yield
 
 
 TINY_RUN = """
@@ -52,7 +61,7 @@ def train_tiny_run(root: Path, name: str = "tiny", text: str = TINY_RUN) -> Path
     (root / "configs").mkdir(parents=True, exist_ok=True)
     (root / "configs" / f"{name}.txt").write_text(text)
     args = [f"--config={name}", f"--configs-dir={root / 'configs'}", f"--save-dir={root / 'saved-models'}", f"--log-dir={root / 'logs'}", "--no-wandb", "--save"]
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, few_threads():
         mp.setenv("WANDB_MODE", "disabled")
         mp.setenv("HOME", str(root / "home"))
         assert main.main(args) == 0

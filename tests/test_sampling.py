@@ -32,6 +32,7 @@ ARCHS = [
     dict(layer_architecture="custom-transformer", norm_first=False, attn_fast_path=False),
     dict(layer_architecture="custom-transformer", pos_encoding="rotary"),
     dict(layer_architecture="custom-transformer", pos_encoding="sinusoidal"),
+    dict(layer_architecture="custom-transformer", pos_encoding="random", max_posencs=64),
 ]
 
 
@@ -122,10 +123,3 @@ def test_sampling_options():
         lm.sample("ab", beam_size=0)
     with pytest.raises(ValueError, match="mutually exclusive"):
         lm.sample("ab", nucleus=0.5, top_k=3)
-
-
-def test_random_positions_sample_without_cache():
-    lm = make_lm(pos_encoding="random", max_posencs=64)
-    assert not lm.supports_kv_cache
-    out = lm.sample("ab", max_seq_len=10, temperature=0, as_str=False)
-    assert out == lm.sample("ab", max_seq_len=10, temperature=0, as_str=False, use_cache=False)
