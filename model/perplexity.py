@@ -48,14 +48,14 @@ def perplexities(
     try:
         for batch in _batches(lm, samples_or_dataloader, batch_size):
             losses, mask, _ = lm.token_losses(batch)
-            mask = mask.bool()
+            losses, mask = losses.float().cpu().double(), mask.bool().cpu()  # float64 on the CPU: any device
             if mask.any():
-                real = losses[mask].double()
+                real = losses[mask]
                 total += real.sum().cpu()
                 n += int(mask.sum())
                 hi, lo = max(hi, float(real.max())), min(lo, float(real.min()))
             if per_token:
-                vals = losses.double() if before_exp else losses.double().exp()
+                vals = losses if before_exp else losses.exp()
                 rows.append(vals.masked_fill(~mask, dummy_res).float().cpu())
     finally:
         lm.train(was_training)

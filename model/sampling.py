@@ -128,13 +128,13 @@ def beam_search(lm: Any, prefix: list[int], limit: int, beam_size: int, use_cach
 def _beam_search(lm: Any, prefix: list[int], limit: int, beam_size: int, use_cache: bool) -> list[tuple[list[int], float]]:
     eos = lm.tokenizer.eos_id
     beams = torch.tensor([prefix], device=lm.device)
-    scores = torch.zeros(1, dtype=torch.float64, device=lm.device)
+    scores = torch.zeros(1, dtype=torch.float64)  # on the CPU in float64 (not every device has it)
     cache = KVCache() if use_cache else None
     new = beams
     finished: list[tuple[list[int], float]] = []
     while beams.shape[1] < limit:
         logits = lm(new if cache is not None else beams, kv_cache=cache)[:, -1]
-        total = (torch.log_softmax(logits.double(), dim=-1) + scores[:, None]).flatten()
+        total = (torch.log_softmax(logits.float().cpu().double(), dim=-1) + scores[:, None]).flatten()
         top_scores, top_idx = total.topk(min(2 * beam_size, total.numel()))
         n_vocab = logits.shape[-1]
         keep: list[tuple[int, int, float]] = []  # (parent beam, token, score)
@@ -152,7 +152,7 @@ def _beam_search(lm: Any, prefix: list[int], limit: int, beam_size: int, use_cac
         parents = torch.tensor([p for p, _, _ in keep], device=lm.device)
         new = torch.tensor([[t] for _, t, _ in keep], device=lm.device)
         beams = torch.cat([beams[parents], new], dim=1)
-        scores = torch.tensor([s for _, _, s in keep], dtype=torch.float64, device=lm.device)
+        scores = torch.tensor([s for _, _, s in keep], dtype=torch.float64)
         if cache is not None:
             cache.reorder(parents)
     finished += [(b, s) for b, s in zip(beams.tolist(), scores.tolist())]  # reached the length limit
@@ -163,6 +163,6 @@ def _beam_search(lm: Any, prefix: list[int], limit: int, beam_size: int, use_cac
 @torch.no_grad()
 def sequence_logprob(lm: Any, ids: list[int], n_prefix: int) -> float:
     """log p(ids[n_prefix:] | ids[:n_prefix]) under `lm`: the score beam search ranks by."""
-    logp = torch.log_softmax(lm(torch.tensor([ids], device=lm.device))[0, :-1].double(), dim=-1)
-    targets = torch.tensor(ids[1:], device=lm.device)
+    logp = torch.log_softmax(lm(torch.tensor([ids], device=lm.device))[0, :-1].float().cpu().double(), dim=-1)
+    targets = torch.tensor(ids[1:])
     return float(logp.gather(1, targets[:, None]).squeeze(1)[n_prefix - 1 :].sum())
