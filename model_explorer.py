@@ -287,5 +287,5 @@ def report(folder_or_config: str | Path, save_dir: str | Path | None = None) -> 
         write_report(p, dirs)
         return build_report(dirs, p)
     root = resolve_save_dir(save_dir)
-    write_config_report(root, str(folder_or_config))
+    write_config_report(root, str(folder_or_config), required=True)
     return build_report(config_run_dirs(root, str(folder_or_config)), root / str(folder_or_config))

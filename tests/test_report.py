@@ -16,7 +16,7 @@ import pytest
 import model_explorer
 from tests.explorer_helpers import TINY_RUN, few_threads, one_thread  # noqa: F401  (autouse fixture)
 from train.errors import UserError
-from train.report import write_report
+from train.report import write_config_report, write_report
 
 SWEEP = TINY_RUN.replace("dim=16", "dim=[16,24]").replace("lr=3e-3", "lr=[1e-3,3e-3]")
 
@@ -97,3 +97,4 @@ def test_single_run_and_errors(sweep, tmp_path):
     assert len(rows) == 1 and list(rows[0])[:2] == ["run", "final_train_loss"], "nothing varies: no parameter columns"
     with pytest.raises(UserError, match="no saved runs of config 'nope'.*grid"):
         model_explorer.report("nope", save_dir=sweep)
+    assert write_config_report(sweep, "nope") == {}, "main.py's call only notes it: the sweep still succeeds"

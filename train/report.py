@@ -167,13 +167,21 @@ def write_report(folder: Path, run_dirs: list[Path] | None = None) -> dict[str, 
     return paths
 
 
-def write_config_report(save_dir: Path, config: str) -> dict[str, Path]:
-    """The report of every saved run of `--config=config`, written into save_dir/config/."""
+def write_config_report(save_dir: Path, config: str, required: bool = False) -> dict[str, Path]:
+    """The report of every saved run of `--config=config`, written into save_dir/config/.
+
+    No runs there (e.g. `Namer.save_folder_name` was edited to put them elsewhere): an error if
+    `required`, else a note and no report, so a finished sweep never fails over its report.
+    """
     save_dir = Path(save_dir)
     dirs = config_run_dirs(save_dir, config)
     if not dirs:
         known = sorted(d.name for d in save_dir.iterdir() if d.is_dir()) if save_dir.is_dir() else []
-        raise UserError(f"no saved runs of config {config!r} under {save_dir}; folders there: {', '.join(known) or 'none'}")
+        msg = f"no saved runs of config {config!r} under {save_dir}; folders there: {', '.join(known) or 'none'}"
+        if required:
+            raise UserError(msg)
+        print(f"no report: {msg} (use model_explorer.report(folder))", flush=True)
+        return {}
     paths = write_report(save_dir / config, dirs)
     print(f"report of {len(dirs)} run(s): {paths['md']}", flush=True)
     return paths
