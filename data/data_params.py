@@ -42,7 +42,7 @@ class DataParams:
     p_ent: float = param(0.5, "arith: probability of each entity beyond the first two")
     blotch_p: float = param(0.0, "arith: probability of dropping each intermediate solution step (the problem and the answer are kept)")
     contig_blotches: bool = param(True, "arith: allow adjacent steps to be dropped together; False keeps a step between dropped ones")
-    incl_intl_prob: bool = param(True, "arith: include the initial problem in the loss; False trains on the solution after the first '=' only")
+    incl_intl_prob: bool = param(True, "tasks with an answer separator (arith: the first '='): include the question in the loss; False trains and measures the loss on the answer only")
 
     # --- tart (data/tasks_tart.py): in-context logistic regression on vectors ---
     n_positions: int = param(32, "tart: (x, y) pairs per sequence")

@@ -107,7 +107,9 @@ class LMDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.task_data = task_data if task_data is not None else get_task_data(data_params, self.seed)
-        self.tokenizer = tokenizer if tokenizer is not None else make_tokenizer(data_params, self.task_data)
+        if tokenizer is None:  # a non-text task brings its own input interface (data/vector_input.py)
+            tokenizer = self.task_data.tokenizer if self.task_data.tokenizer is not None else make_tokenizer(data_params, self.task_data)
+        self.tokenizer = tokenizer
         self.answer_sep_id = self._answer_sep_id()
         self.datasets: dict[str, Dataset] = {s: self._build(s) for s in SPLITS}
 
@@ -120,6 +122,8 @@ class LMDataModule(L.LightningDataModule):
         return ids[0] if len(ids) == 1 else None
 
     def _build(self, split: str) -> Dataset:
+        if self.task_data.datasets is not None:  # a non-text task (e.g. tart) brings its own
+            return self.task_data.datasets[split]
         dp, tok = self.data_params, self.tokenizer
         texts = self.task_data.splits.get(split, [])
         stride = dp.stride or dp.max_seq_len
@@ -140,11 +144,15 @@ class LMDataModule(L.LightningDataModule):
 
     # --- batches ------------------------------------------------------------------------
     def collate(self, samples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        if self.task_data.collate is not None:
+            return self.task_data.collate(list(samples))
         batch = mycollate(samples, pad_id=self.tokenizer.pad_id)
         if self.answer_sep_id is not None:
             is_sep = batch["x_indices"] == self.answer_sep_id
             after_sep = (is_sep.cumsum(dim=1) - is_sep.long()) > 0  # strictly after the first sep
             batch["answer_mask"] = after_sep & batch["mask"]
+            if not self.data_params.incl_intl_prob:  # train (and measure the loss) on the answer only
+                batch["loss_mask"] = batch["answer_mask"]
         return batch
 
     def _loader(self, split: str, batch_size: int | None, shuffle: bool) -> DataLoader:
@@ -182,6 +190,8 @@ class LMDataModule(L.LightningDataModule):
     def prompts(self, split: str = "val", n: int = 3) -> list[tuple[list[int], str | None]]:
         """Prompts for printed samples: the question part (ids) and the expected answer, if any."""
         out = []
+        if self.task_data.datasets is not None:  # not text: nothing to print
+            return out
         for i in range(min(n, len(self.datasets[split]))):
             ids = self.sample_ids(i, split)
             if self.answer_sep_id is not None and self.answer_sep_id in ids:

@@ -21,6 +21,10 @@ class TaskData:
     answer_sep: str | None = None
     pack: bool = False  # True: documents are joined into one token stream and cut into windows
     extras: dict[str, Any] = field(default_factory=dict)  # task-specific (e.g. a loss floor)
+    # Tasks whose samples aren't text (e.g. `tart`, vectors) bring these instead of `splits`:
+    tokenizer: Any = None  # the input interface (data/vector_input.py), saved with the run
+    datasets: dict[str, Any] | None = None  # split → map-style dataset of samples
+    collate: Callable[[list], dict] | None = None  # samples → batch dict (with a `mask`)
 
 
 TextSource = Callable[[DataParams, int], TaskData]
@@ -41,7 +45,7 @@ def _load_sources() -> None:
     # Modules that register sources; imported lazily so this file stays light.
     import importlib
 
-    for mod in ("data.text_sources",):
+    for mod in ("data.text_sources", "data.tasks_tart"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -24,8 +24,8 @@ never a target). The optimal predictor
   backward algorithm because all observations are visible by then; EOS after the last state
   is certain (the model can count), so it costs nothing.
 
-With `min_len == max_len` the length terms vanish. `val_loss_floor_obs` in the extras is the
-floor over observation tokens only, for reading at a glance.
+With `min_len == max_len` the length terms vanish. The trainer logs the val floor as
+`stat/val_loss_floor`, and `stat/val_loss_floor_obs`, the floor over observation tokens only.
 
 This module is torch-free; numpy is imported only where the floor is computed.
 """
@@ -249,15 +249,17 @@ def loss_floor(tables: HMMTables, texts: Sequence[str], min_len: int, max_len: i
 
 
 def hmm_extras(splits: dict[str, list[str]], dp: DataParams) -> dict[str, Any]:
-    """`val_loss_floor` (logged as `stat/val_loss_floor`), `test_loss_floor`, and the per-observation floors."""
+    """`val_stats`/`test_stats`: the floors of each held-out split.
+
+    The trainer logs every `val_stats` entry as `stat/val_{name}` beside the val loss, so the
+    floor appears as `stat/val_loss_floor` (and `stat/val_loss_floor_obs`).
+    """
     tables = hmm_tables(dp)
-    out: dict[str, Any] = {}
-    for split in ("val", "test"):
-        if splits.get(split):
-            f = loss_floor(tables, splits[split], dp.min_len, dp.max_len)
-            out[f"{split}_loss_floor"] = f["loss_floor"]
-            out[f"{split}_loss_floor_obs"] = f["loss_floor_obs"]
-    return out
+    return {
+        f"{split}_stats": loss_floor(tables, splits[split], dp.min_len, dp.max_len)
+        for split in ("val", "test")
+        if splits.get(split)
+    }
 
 
 def _obs_key(sample: str) -> str:

@@ -4,14 +4,20 @@ Each sequence is its own problem. Draw weights w = alpha * u / sqrt(n_dims) with
 so the logit w.x has standard deviation alpha (`weight_multiplier`; with `variable_noise`,
 alpha ~ U[1, weight_multiplier] per sequence). Then `n_positions` points x_i ~ N(0, I) and labels
 y_i ~ Bernoulli(sigmoid(w.x_i)). The model reads x_1, y_1, x_2, y_2, ... and, at every x_i,
-predicts y_i from the pairs before it (binary cross-entropy on those positions).
+predicts y_i from the pairs before it (binary cross-entropy on those positions; the objective
+is `in_context_bce` in model/objectives.py).
 
-Baselines, all on the same positions as the model:
-- `logreg`: an L2-regularised logistic regression fitted (Newton) on the i-1 context pairs;
-- `bayes`: the true weights (expected accuracy E[max(p, 1-p)] and the entropy floor of the BCE);
-- `majority`: the majority label among the context pairs (ties and an empty context say 1).
+Input vectors have n_dims + 1 entries: x_i is `[x_i, 0]`, y_i is `[2 y_i - 1, 0, ..., 0, 1]`
+(the label in the first entry, as in TART, and a flag in the last so the two kinds of
+positions can't be confused).
 
-numpy only; torch never touches this module.
+Baselines, all on the same positions as the model, logged as `stat/val_{name}`:
+- `logreg_*`: an L2-regularised logistic regression fitted (Newton) on the i-1 context pairs;
+- `bayes_*`: the true weights (`bayes_expected_acc` = E[max(p, 1-p)]; `bayes_entropy` is the
+  BCE an oracle that knows w would get, below any in-context learner);
+- `majority_*`: the majority label among the context pairs (ties and an empty context say 1).
+Each comes as `_acc` (all positions), `_acc_2nd_half` (positions N/2.., more context) and,
+except for the hard majority vote, `_bce`.
 """
 from __future__ import annotations
 
@@ -21,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from data.data_params import DataParams
+from data.tasks import TaskData, text_source
 
 SPLITS = ("train", "val", "test")
+OBJECTIVE = "in_context_bce"
 
 
 @dataclass
@@ -51,6 +59,8 @@ def check_params(dp: DataParams) -> None:
         raise UserError(f"tart: n_positions and n_dims must be >= 1 (got {dp.n_positions}, {dp.n_dims})")
     if dp.weight_multiplier <= 0 or (dp.variable_noise and dp.weight_multiplier < 1):
         raise UserError(f"tart: weight_multiplier must be > 0 (>= 1 with variable_noise); got {dp.weight_multiplier}")
+    if 2 * dp.n_positions > dp.max_seq_len:
+        raise UserError(f"tart: sequences are 2*n_positions = {2 * dp.n_positions} long but max_seq_len={dp.max_seq_len}; raise max_seq_len (DataParams and ModelParams)")
 
 
 def sample_tart(
@@ -75,6 +85,16 @@ def tart_splits(dp: DataParams, seed: int) -> dict[str, TartSplit]:
     for i, split in enumerate(SPLITS):
         rng = np.random.default_rng([seed, i])
         out[split] = sample_tart(rng, sizes[split], dp.n_positions, dp.n_dims, dp.weight_multiplier, dp.variable_noise)
+    return out
+
+
+def interleave(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """(S, N, d) inputs and (S, N) labels → (S, 2N, d+1) vectors x_1, y_1, x_2, y_2, ..."""
+    S, N, d = xs.shape
+    out = np.zeros((S, 2 * N, d + 1), dtype=np.float32)
+    out[:, 0::2, :d] = xs
+    out[:, 1::2, 0] = 2 * ys - 1
+    out[:, 1::2, d] = 1.0
     return out
 
 
@@ -121,15 +141,14 @@ def _bce(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
-def prediction_stats(p: np.ndarray, ys: np.ndarray, prefix: str) -> dict[str, float]:
-    """Accuracy over all positions, over the second half, and the BCE, of P(y=1) predictions."""
+def prediction_stats(p: np.ndarray, ys: np.ndarray, prefix: str, bce: bool = True) -> dict[str, float]:
+    """Accuracy over all positions, over the second half, and (for probabilities) the BCE."""
     correct = (p > 0.5) == (ys > 0.5)
     half = ys.shape[1] // 2
-    return {
-        f"{prefix}_acc": float(correct.mean()),
-        f"{prefix}_acc_2nd_half": float(correct[:, half:].mean()),
-        f"{prefix}_bce": float(_bce(p, ys).mean()),
-    }
+    out = {f"{prefix}_acc": float(correct.mean()), f"{prefix}_acc_2nd_half": float(correct[:, half:].mean())}
+    if bce:
+        out[f"{prefix}_bce"] = float(_bce(p, ys).mean())
+    return out
 
 
 def baselines(split: TartSplit, l2: float = 1.0) -> dict[str, Any]:
@@ -137,9 +156,47 @@ def baselines(split: TartSplit, l2: float = 1.0) -> dict[str, Any]:
     p_true = split.probs
     out: dict[str, Any] = {}
     out.update(prediction_stats(context_logreg_probs(split.xs, split.ys, l2), split.ys, "logreg"))
-    out.update(prediction_stats(majority_probs(split.ys), split.ys, "majority"))
+    out.update(prediction_stats(majority_probs(split.ys), split.ys, "majority", bce=False))  # hard 0/1 votes
     out.update(prediction_stats(p_true, split.ys, "bayes"))
     out["bayes_expected_acc"] = float(np.maximum(p_true, 1 - p_true).mean())
     pt = np.clip(p_true, 1e-12, 1 - 1e-12)
     out["bayes_entropy"] = float((-(pt * np.log(pt) + (1 - pt) * np.log(1 - pt))).mean())
     return out
+
+
+# --- the task ---------------------------------------------------------------------------
+class _TartDataset:
+    """Sequence i of a split as {'x_vectors': (2N, d+1), 'y': (N,)} numpy arrays."""
+
+    def __init__(self, split: TartSplit):
+        self.vectors = interleave(split.xs, split.ys)
+        self.ys = split.ys
+
+    def __len__(self) -> int:
+        return len(self.ys)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {"x_vectors": self.vectors[i], "y": self.ys[i]}
+
+
+def collate_tart(samples: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    import torch
+
+    x = torch.from_numpy(np.stack([s["x_vectors"] for s in samples]))
+    y = torch.from_numpy(np.stack([s["y"] for s in samples]))
+    return {"x_vectors": x, "y": y, "mask": torch.ones(x.shape[:2], dtype=torch.bool)}
+
+
+@text_source("tart")
+def tart_task(dp: DataParams, seed: int) -> TaskData:
+    """`--task=tart`: vectors in, BCE on the labels; the baselines ride along in `val_stats`."""
+    from data.vector_input import VectorTokenizer
+
+    splits = tart_splits(dp, seed)
+    return TaskData(
+        splits={},
+        tokenizer=VectorTokenizer(dp.n_dims + 1, OBJECTIVE),
+        datasets={name: _TartDataset(sp) for name, sp in splits.items()},
+        collate=collate_tart,
+        extras={"val_stats": baselines(splits["val"]), "test_stats": baselines(splits["test"])},
+    )

@@ -131,6 +131,7 @@ def tokenizer_from_json(d: dict[str, Any]) -> Tokenizer:
     if kind not in TOKENIZER_KINDS:
         # kinds defined in other modules register on import
         import data.hf_tokenizers  # noqa: F401
+        import data.vector_input  # noqa: F401
     if kind not in TOKENIZER_KINDS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; known: {sorted(TOKENIZER_KINDS)}")
     return TOKENIZER_KINDS[kind].from_json(d)

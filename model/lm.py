@@ -18,6 +18,7 @@ from data.tokenizer import Tokenizer
 from model.hooks import NO_HOOK, Hook, HookFn, Hooks, NamesFilter
 from model.kv_cache import KVCache
 from model.model_params import ModelParams
+from model.objectives import objective_for
 from model.positional import make_pos_encoding
 from model.sampling import beam_search, check_sampling_args, generate, is_batch_of_prefixes, prefix_ids
 from model.transformer.transformer import Transformer
@@ -39,6 +40,9 @@ class LM(nn.Module):
         self.apply(self._init_weights)
         if mp.tie_embeddings:
             self.out.weight = self.embed.weight
+        self.objective = objective_for(tokenizer)  # non-token tasks (model/objectives.py); None = next token
+        if self.objective is not None:
+            self.objective.build(self)  # its own read-in and head
 
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 init, applied identically to both architectures (their parameter names match)."""
@@ -62,6 +66,8 @@ class LM(nn.Module):
     # --- inputs -------------------------------------------------------------------------
     def as_batch(self, x: str | Sequence[int] | Tensor) -> Tensor:
         """String / list of ids / 1-D tensor / (batch, seq) tensor → (batch, seq) long tensor on device."""
+        if self.objective is not None:
+            return self.objective.as_batch(self, x)
         if isinstance(x, str):
             x = self.tokenizer(x)
         if not isinstance(x, Tensor):
@@ -87,7 +93,7 @@ class LM(nn.Module):
         if hook is None and (get_embeddings or get_attns):
             hook = Hooks(cache_filter=lambda n: (get_attns and n.endswith(".attn.hook_pattern")) or (get_embeddings and n.endswith(".hook_resid_post")), detach=False)
         hook = hook if hook is not None else NO_HOOK
-        positions = torch.arange(past, past + x.shape[1], device=x.device).unsqueeze(0).expand_as(x)
+        positions = torch.arange(past, past + x.shape[1], device=x.device).unsqueeze(0).expand(x.shape[0], -1)
         h = self.drop(hook("hook_embed", self.embed(x)) + hook("hook_pos_embed", self.pos_enc(positions)))
         h = self.decoder(h, attn_requests=attn_requests, hook=hook, kv_cache=kv_cache, positions=positions)
         logits = self.out(h)
@@ -143,7 +149,7 @@ class LM(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Inputs x, targets y, logits z and the target mask (True where a real token is predicted)."""
         ids = batch["x_indices"].to(self.device)
-        mask = batch["mask"].to(self.device)
+        mask = batch.get("loss_mask", batch["mask"]).to(self.device)  # loss_mask: e.g. the answer only
         x, y, target_mask = ids[:, :-1], ids[:, 1:], mask[:, 1:]
         if None is not loss_requests:
             x = loss_requests(x)  # e.g. corrupt the input but not the target
@@ -160,6 +166,8 @@ class LM(nn.Module):
         self, batch: dict[str, Tensor], train_params: Any = None, loss_requests: Callable | None = None
     ) -> tuple[dict[str, Tensor], int]:
         """`({"main": mean token loss}, n_samples)`; the trainer minimises `main` and logs every entry."""
+        if self.objective is not None:
+            return self.objective.get_losses(self, batch)
         losses, target_mask, _ = self.token_losses(batch, loss_requests)
         main = losses.sum() / target_mask.sum().clamp(min=1)
         return {"main": main}, batch["x_indices"].shape[0]
@@ -171,6 +179,8 @@ class LM(nn.Module):
         separator) also `acc:answer` (teacher-forced answer-token accuracy) and `exact:answer`
         (samples whose whole answer is right). Override to add your own.
         """
+        if self.objective is not None:
+            return self.objective.eval_sums(self, batch)
         losses, target_mask, z = self.token_losses(batch)
         out = {"loss:main": (losses.sum(), target_mask.sum())}
         if "answer_mask" in batch:
@@ -185,8 +195,9 @@ class LM(nn.Module):
     # --- sampling -----------------------------------------------------------------------
     @property
     def supports_kv_cache(self) -> bool:
-        """'random' positions are redrawn for the whole sequence each step, so they can't be cached."""
-        return self.model_params.pos_encoding != "random"
+        """True for every positional encoding: outside training a token's encoding never depends on
+        the tokens after it ('random' uses one fixed draw, 'rotary' absolute positions)."""
+        return True
 
     @torch.no_grad()
     def sample(

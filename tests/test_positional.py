@@ -155,3 +155,17 @@ def test_each_encoding_trains_on_copy(pe, copy_data, one_thread):
     assert after["loss:main"] < copy_data.unigram_entropy() - 0.2
     if pe in SOLVES:
         assert after["exact:answer"] >= 0.9, after
+
+
+@pytest.mark.parametrize("pe", ["random", "rotary"])
+def test_incremental_decoding_matches_full_recomputation(pe):
+    torch.manual_seed(0)
+    lm = model("custom-transformer", pe).eval()
+    with torch.no_grad():
+        for layer in lm.decoder.layers:  # sharpen attention so positions matter
+            layer.self_attn.in_proj_weight.mul_(10)
+    assert lm.supports_kv_cache
+    prompts = ["abc>", "hgfe>"]
+    cached = lm.sample(prompts, max_seq_len=20, temperature=0, as_str=False, use_cache=True)
+    full = lm.sample(prompts, max_seq_len=20, temperature=0, as_str=False, use_cache=False)
+    assert cached == full

@@ -134,9 +134,10 @@ def test_task_data_carries_the_floor(task):
     dp = DataParams(task=task, min_len=10, max_len=14, n_train_samples=50, n_val_samples=40, n_test_samples=30)
     td = get_task_data(dp, seed=0)
     floor = loss_floor(SEED_TABLES, td.splits["val"], 10, 14)
-    assert td.extras["val_loss_floor"] == pytest.approx(floor["loss_floor"])
-    assert td.extras["test_loss_floor"] > 0
-    assert 0 < td.extras["val_loss_floor"] < math.log(5)
+    val = td.extras["val_stats"]
+    assert val["loss_floor"] == pytest.approx(floor["loss_floor"])
+    assert td.extras["test_stats"]["loss_floor"] > 0
+    assert 0 < val["loss_floor"] < math.log(5)
     if task == "hmm_labelled":  # states are more predictable than observations, so the floor drops
-        assert td.extras["val_loss_floor"] < td.extras["val_loss_floor_obs"]
+        assert val["loss_floor"] < val["loss_floor_obs"]
         assert td.answer_sep == ">"

@@ -20,6 +20,7 @@ import torch
 
 from model.lm import LM
 from train.evaluate import accumulate
+from train.task_metrics import task_val_stats
 from train.train_params import TrainParams
 
 
@@ -106,6 +107,8 @@ class LMTrainer(L.LightningModule):
             c = self.trainer.strategy.reduce(c.to(self.device), reduce_op="sum")
             value = s / c.clamp(min=1)
             self.log_stat(f"stat/val_{name}", value.float(), prog_bar=name == "loss:main")
+        for name, value in task_val_stats(self.model, getattr(self.trainer, "datamodule", None)).items():
+            self.log_stat(name, value)  # the task's floor/baselines and model-based metrics (train/task_metrics.py)
         self.flush_stats()
 
     # --- samples ------------------------------------------------------------------------
