@@ -130,11 +130,7 @@ class ResumableDataLoader(DataLoader):
 
 
 class ResumableLMDataModule(LMDataModule):
-    """LMDataModule whose shuffled train loader uses a `ResumableSampler` (same order, restartable).
-
-    With several processes (DDP) the plain loader is returned: Lightning shards it with its
-    DistributedSampler, and a mid-epoch resume restarts that epoch's order (Lightning warns).
-    """
+    """LMDataModule whose shuffled train loader uses a `ResumableSampler` (same order, restartable)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -142,8 +138,7 @@ class ResumableLMDataModule(LMDataModule):
 
     def train_dataloader(self, batch_size: int | None = None, shuffle: bool = True) -> DataLoader:
         dl = super().train_dataloader(batch_size, shuffle)
-        trainer = getattr(self, "trainer", None)
-        if not shuffle or dl.batch_size != self.batch_size or (trainer is not None and trainer.world_size > 1):
+        if not shuffle or dl.batch_size != self.batch_size:
             return dl
         return ResumableDataLoader(
             dl.dataset,
