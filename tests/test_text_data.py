@@ -452,12 +452,22 @@ def test_custom_task_builds_datamodule_padded_or_packed(data_dir):
     assert all(len(packed.datasets["train"][i]) == 24 for i in range(len(packed.datasets["train"])))
 
 
-def test_custom_task_trains_through_main(ws, data_dir):
-    write_lines(data_dir / "greetings" / "data.txt", [f"hello {w} number {i}" for i in range(80) for w in ("world", "there")][:120])
-    ws.write_config("custom", task='"greetings"', max_seq_len=16)
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_custom_task_trains_through_main_and_reloads(ws, data_dir, tokenizer):
+    from tests.conftest import TINY
+
+    from train.saving import load_run
+
+    write_lines(data_dir / "greetings" / "data.txt", [f"hello {w} number {i}" for i in range(60) for w in ("world", "there")])
+    text = TINY.replace('task="copy"', f'task="greetings"\ntokenizer="{tokenizer}"\nbpe_vocab_size=280')
+    ws.write_config("custom", text)
     assert ws.main("--config=custom", "--no-wandb", "--save") == 0
     (run,) = ws.run_dirs()
-    assert json.loads((run / "tokenizer.json").read_text())["kind"] == "char"
+    saved = json.loads((run / "tokenizer.json").read_text())
+    assert saved["kind"] == tokenizer
+    lm, dataset, _, _ = load_run(run)  # rebuilds the data with the restored tokenizer
+    assert lm.tokenizer.to_json() == saved
+    assert lm.tokenizer.decode(lm.tokenizer.encode("hello there number 7")) == "hello there number 7"
 
 
 # --- the real corpus ----------------------------------------------------------------------
