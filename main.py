@@ -15,6 +15,7 @@ from typing import Callable
 
 from train.config import RunConfig, load_runs
 from train.errors import UserError
+from train.resume import RunFailed, RunInterrupted
 
 HERE = Path(__file__).resolve().parent
 CONFIGS_DIR = HERE / "configs"
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="main.py",
         description="Train decoder-only transformer LMs on the runs described by configs/NAME.txt (and configs/NAME-*.txt).",
     )
-    p.add_argument("--config", required=True, help="config name in configs/ without .txt; also runs every NAME-*.txt")
+    p.add_argument("--config", default=None, help="config name in configs/ without .txt; also runs every NAME-*.txt (required unless --resume=RUN)")
     p.add_argument("--configs-dir", default=str(CONFIGS_DIR), help="folder holding the config files (default: configs/ in this repo)")
     p.add_argument("--task", default=None, help="override DataParams.task for every run")
     p.add_argument("--wandb-proj-name", default=None, help="wandb project part of the name (default: the --config value)")
@@ -87,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-id", default=None, help="GPU index (or comma-separated indices) to train on, e.g. --gpu-id=1")
     p.add_argument("--seed", type=int, default=0, help="random seed for data, initialisation and shuffling (default 0)")
     p.add_argument("--dry-run", action="store_true", help="list the runs the configs expand to, then exit without training")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN",
+        help="continue interrupted work from its last checkpoint. Bare --resume (with --config and the same flags): skip the sweep's "
+        "finished runs, resume the interrupted one, run the rest. --resume=RUN (a run folder, or its timestamp under --save-dir/--log-dir): "
+        "continue that one run with its saved config",
+    )
     return p
 
 
@@ -120,36 +131,120 @@ def expand_runs(args: argparse.Namespace) -> list[RunConfig]:
     return runs
 
 
-def run_all(args: argparse.Namespace) -> int:
-    runs = expand_runs(args)
+SEED_MAX = 2**32 - 1
+
+
+def one_line(msg: object, limit: int = 800) -> str:
+    """An error prints as one line of readable length, however long the value it quotes."""
+    text = " ".join(str(msg).split())
+    return text if len(text) <= limit else f"{text[: limit // 2]} ... {text[-limit // 2 :]}"
+
+
+def resume_one(args: argparse.Namespace) -> int:
+    """`--resume=RUN`: continue one run from its state folder, with the config saved there."""
+    given = [f for f, v in (("--config", args.config), ("--task", args.task), ("--ablate", args.ablate)) if v]
+    if given:
+        raise UserError(f"--resume=RUN continues that run with its own saved config; drop {', '.join(given)} (bare --resume resumes a --config sweep)")
+    from train.resume import rebuild_config, single_resume
+
+    point = single_resume(args.resume, [Path(args.save_dir), Path(args.log_dir)])
+    rc = rebuild_config(point.state)
+    args.config = point.state.get("config_arg") or rc.config_name
+    step = point.step
+    where = f"from step {step}" if step is not None else "from the start (no checkpoint yet)"
     if args.dry_run:
-        print(f"{len(runs)} run(s):")
-        for i, r in enumerate(runs, 1):
-            print(f"  {i}. {r.config_name}: task={r.data.task} {r.describe()}")
+        print(f"1 run: {rc.config_name}: task={rc.data.task} {rc.describe()} — would resume {point.state_dir} {where}")
         return 0
     gpu_ids = parse_gpu_ids(args.gpu_id)
+    from train.distributed import check_runs
+
+    check_runs([rc], gpu_ids)  # devices/precision/strategy vs this machine (train/distributed.py)
+    from train.run import RunOptions, run_one
+
+    opts = RunOptions(
+        save=bool(point.state["save"]), save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb,
+        seed=int(point.state["seed"]), gpu_ids=gpu_ids,
+    )
+    print(f"=== resuming {rc.config_name} task={rc.data.task} {rc.describe()} {where}", flush=True)
+    try:
+        run_one(rc, opts, Namer(rc, args, point.state["timestamp"]), resume=point, identity=point.state.get("identity"))
+    except RunFailed as e:
+        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> int:
+    if not 0 <= args.seed <= SEED_MAX:
+        raise UserError(f"--seed={args.seed} is out of range; use a seed from 0 to {SEED_MAX}")
+    if args.resume:
+        return resume_one(args)
+    runs = expand_runs(args)
+    if args.dry_run:
+        notes = [""] * len(runs)
+        if args.resume is not None:  # say what --resume would do with each run
+            from train.resume import plan_sweep
+
+            root = Path(args.save_dir if args.save else args.log_dir)
+            notes = [f" — would {p.action}" + (f" ({p.why})" if p.why else "") for p in plan_sweep(runs, args.seed, root, resume=True)]
+        print(f"{len(runs)} run(s):")
+        for i, r in enumerate(runs, 1):
+            print(f"  {i}. {r.config_name}: task={r.data.task} {r.describe()}{notes[i - 1]}")
+        return 0
+    gpu_ids = parse_gpu_ids(args.gpu_id)
+    from train.distributed import check_runs, env_rank_zero
+
+    check_runs(runs, gpu_ids)  # every run's devices/precision/strategy vs this machine, before the first trains
     from train.run import RunOptions, run_one
 
     opts = RunOptions(
         save=args.save, save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb, seed=args.seed, gpu_ids=gpu_ids
     )
-    for i, rc in enumerate(runs, 1):
-        print(f"=== run {i}/{len(runs)}: {rc.config_name} task={rc.data.task} {rc.describe()}", flush=True)
-        run_one(rc, opts, Namer(rc, args, now_timestamp()))
-    if args.save:  # compare the runs: report.md/.csv/.png in {save-dir}/{config}/ (train/report.py)
+    from train.resume import plan_sweep
+
+    plans = plan_sweep(runs, args.seed, opts.index_root, resume=args.resume is not None)
+    failed = []
+    for i, (rc, plan) in enumerate(zip(runs, plans), 1):
+        head = f"=== run {i}/{len(runs)}: {rc.config_name} task={rc.data.task} {rc.describe()}"
+        if plan.action == "skip":
+            print(f"{head}: skipped, {plan.why}", flush=True)
+            continue
+        print(head + (f": resuming {plan.why}" if plan.resume else ""), flush=True)
+        namer = Namer(rc, args, plan.resume.state["timestamp"] if plan.resume else now_timestamp())
+        try:
+            run_one(rc, opts, namer, resume=plan.resume, identity=plan.identity)
+        except RunFailed as e:  # the sweep goes on; the failed run is marked in its folder
+            print(f"error: run {i}/{len(runs)}: {one_line(e)}", file=sys.stderr, flush=True)
+            failed.append(i)
+    if args.save and len(failed) < len(runs) and env_rank_zero():  # compare the runs: report.md/.csv/.png in {save-dir}/{config}/ (train/report.py)
         from train.report import write_config_report
 
         write_config_report(Path(args.save_dir), args.config)
+    if failed:
+        print(f"error: {len(failed)} of {len(runs)} run(s) failed (runs {', '.join(map(str, failed))}); see FAILED.json in their folders", file=sys.stderr)
+        return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from train.distributed import quiet_other_ranks
+
+    quiet_other_ranks()  # several processes (docs/scaling.md): only rank 0 prints
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.config and not args.resume:
+        parser.error("the following arguments are required: --config (or --resume=RUN)")
     try:
         return run_all(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:
+        print(f"interrupted: {one_line(e)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from model.model_params import ModelParams
 from train.errors import UserError
 from train.params_base import coerce, field_choices, field_types, type_name, value_matches
 from train.train_params import TrainParams
+from train.validate import field_problem, run_problem
 
 SECTIONS: dict[str, type] = {"DataParams": DataParams, "TrainParams": TrainParams, "ModelParams": ModelParams}
 GROUP_OF_SECTION = {"DataParams": "data", "TrainParams": "train", "ModelParams": "model"}
@@ -126,6 +127,9 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
                 raise UserError(f"{where}: {key}={v!r} has type {type(v).__name__}; expected {type_name(tp)}")
             if choices and v not in choices:
                 raise UserError(f"{where}: {key}={v!r} is not one of {', '.join(map(repr, choices))}")
+            problem = field_problem(section, key, coerce(v, tp))
+            if problem:
+                raise UserError(f"{where}: {problem}")
         out[section][key] = ([coerce(v, tp) for v in values], is_sweep)
     return out
 
@@ -165,16 +169,18 @@ def expand_config_file(path: Path, task: str | None = None) -> list[RunConfig]:
         if task is not None:
             groups["DataParams"]["task"] = task
         varying = {k: groups[s][k] for s, k in swept}
-        runs.append(
-            RunConfig(
-                config_name=path.stem,
-                data=DataParams(**groups["DataParams"]),
-                train=TrainParams(**groups["TrainParams"]),
-                model=ModelParams(**groups["ModelParams"]),
-                varying=varying,
-                source=str(path),
-            )
+        rc = RunConfig(
+            config_name=path.stem,
+            data=DataParams(**groups["DataParams"]),
+            train=TrainParams(**groups["TrainParams"]),
+            model=ModelParams(**groups["ModelParams"]),
+            varying=varying,
+            source=str(path),
         )
+        problem = run_problem(rc.data, rc.train, rc.model)
+        if problem:
+            raise UserError(f"{path}: {problem}" + (f" (in the run {rc.describe()})" if varying else ""))
+        runs.append(rc)
     return runs
 
 

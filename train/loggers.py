@@ -24,16 +24,28 @@ def wandb_reachable(timeout: float = 2.0) -> bool:
     if not has_key:
         return False
     try:
-        with socket.create_connection(WANDB_HOST, timeout=timeout):
+        with socket.create_connection(wandb_host(), timeout=timeout):
             return True
     except OSError:
         return False
 
 
+def wandb_host() -> tuple[str, int]:
+    """api.wandb.ai, or the server WANDB_BASE_URL names (self-hosted wandb)."""
+    from urllib.parse import urlparse
+
+    url = os.environ.get("WANDB_BASE_URL")
+    if not url:
+        return WANDB_HOST
+    u = urlparse(url if "//" in url else f"https://{url}")
+    return (u.hostname or WANDB_HOST[0], u.port or (80 if u.scheme == "http" else 443))
+
+
 _said_offline = False
 
 
-def make_loggers(log_dir: Path, use_wandb: bool, project: str, run_name: str | None, config: dict[str, Any]) -> list:
+def make_loggers(log_dir: Path, use_wandb: bool, project: str, run_name: str | None, config: dict[str, Any], wandb_id: str | None = None) -> list:
+    """`wandb_id` (kept in the run's state) makes a resumed run continue the same wandb run."""
     from lightning.pytorch.loggers import CSVLogger
 
     global _said_offline
@@ -48,6 +60,6 @@ def make_loggers(log_dir: Path, use_wandb: bool, project: str, run_name: str | N
             _said_offline = True
         os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(
-            WandbLogger(project=project, name=run_name, save_dir=str(log_dir), offline=not online, config=config)
+            WandbLogger(project=project, name=run_name, save_dir=str(log_dir), offline=not online, config=config, id=wandb_id, **({"resume": "allow"} if online and wandb_id else {}))
         )
     return loggers

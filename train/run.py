@@ -1,6 +1,14 @@
-"""One training run from a `RunConfig`: data → LM → LMTrainer → Lightning Trainer → saved run."""
+"""One training run from a `RunConfig`: data → LM → LMTrainer → Lightning Trainer → saved run.
+
+While it trains, the run has a state folder (the run dir with `--save`, else its log folder) with
+`run_state.json` and `checkpoints/last.ckpt`; see train/resume.py and train/checkpointing.py.
+A finished `--save` run is swapped in as a complete saved run (train/saving.py) and the
+checkpoints go away; a run that stops early keeps them so `--resume` can continue it.
+"""
 from __future__ import annotations
 
+import json
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -8,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from train.config import RunConfig
-from train.errors import UserError
+from train.resume import CHECKPOINTS, FAILED, FORMAT, LAST, STATE, ResumePoint, RunFailed, RunInterrupted, now_iso, record_in_index, write_state
 
 
 @dataclass
@@ -19,6 +27,11 @@ class RunOptions:
     use_wandb: bool = True
     seed: int = 0
     gpu_ids: list[int] | None = None
+
+    @property
+    def index_root(self) -> Path:
+        """Where the run index (identity → state folder) lives: the save dir when saving, else the log dir."""
+        return Path(self.save_dir if self.save else self.log_dir)
 
 
 @dataclass
@@ -31,77 +44,204 @@ class RunResult:
 
 
 def quiet_lightning() -> None:
-    """Silence Lightning's hints that don't apply to small in-memory datasets."""
+    """Silence Lightning's hints that don't apply to small in-memory datasets or to our own resuming."""
     import logging
 
-    for pattern in (".*does not have many workers.*", ".*The number of training batches.*", ".*LeafSpec.*", ".*isinstance.*treespec.*"):
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*The number of training batches.*",
+        ".*LeafSpec.*",
+        ".*isinstance.*treespec.*",
+        ".*Experiment logs directory.*exists and is not empty.*",  # a resumed run appends to its CSV log
+        ".*Checkpoint directory.*exists and is not empty.*",
+        ".*sync_dist=True.*",  # several processes: LMTrainer logs values it already reduced (train/distributed.py)
+        ".*The dirpath has changed from.*",  # a moved run folder: RunCheckpoint keeps no state worth restoring
+    ):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def device_kwargs(rc: RunConfig, opts: RunOptions) -> dict[str, Any]:
-    if opts.gpu_ids:
-        return {"accelerator": "gpu", "devices": opts.gpu_ids}
-    return {"accelerator": rc.train.accelerator, "devices": rc.train.devices}
+    """accelerator/devices/num_nodes/strategy/precision for lightning.Trainer, checked against this machine."""
+    from train.distributed import plan_scaling
+
+    return plan_scaling(rc.train, opts.gpu_ids).trainer_kwargs()
 
 
-def run_one(rc: RunConfig, opts: RunOptions, namer: Any) -> RunResult:
+def _unused(path: Path) -> Path:
+    """`path`, or path-1, path-2, ... when a run already uses it."""
+    out, n = path, 1
+    while (out / STATE).exists() or (out / "manifest.json").exists():
+        out = path.with_name(f"{path.name}-{n}")
+        n += 1
+    return out
+
+
+def checkpoint_bytes(n_params: int) -> int:
+    """Rough disk need: a checkpoint (weights + AdamW moments) twice while it is replaced, plus the saved weights."""
+    return n_params * 4 * (3 * 2 + 1) + (1 << 20)
+
+
+def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | None = None, identity: str | None = None) -> RunResult:
+    """Train one run (or continue `resume`) and save it when `opts.save`.
+
+    Raises RunInterrupted (Ctrl-C/SIGTERM: checkpoint written), RunFailed (non-finite loss or
+    gradient: FAILED.json written) or UserError (bad input / environment, before training).
+    """
     import lightning as L
-    import torch
 
-    from data.dataloader import LMDataModule
     from model.lm import LM
+    from train.checkpointing import InterruptFlag, ResumableLMDataModule, ResumeState, RunCheckpoint, SafeCheckpointIO
     from train.evaluate import evaluate
+    from train.guards import NonFiniteError, NonFiniteGuard
     from train.loggers import make_loggers
-    from train.saving import check_writable, library_versions, save_run
+    from train.saving import check_free_space, check_writable, save_run
     from train.trainer import LMTrainer
 
-    quiet_lightning()
-    if rc.model.max_seq_len < rc.data.max_seq_len:
-        raise UserError(
-            f"ModelParams.max_seq_len={rc.model.max_seq_len} is shorter than DataParams.max_seq_len={rc.data.max_seq_len}; raise the model's"
-        )
-    run_dir = namer.save_folder_path(opts.save_dir) if opts.save else None
-    if run_dir is not None:
-        check_writable(run_dir.parent)
+    from train.distributed import env_rank_zero, final_model, plan_scaling, rank_seed_callback
 
-    L.seed_everything(opts.seed, workers=True, verbose=False)
-    dm = LMDataModule(rc.data, seed=opts.seed, batch_size=rc.train.batch_size, num_workers=rc.train.num_workers)
+    quiet_lightning()
+    plan = plan_scaling(rc.train, opts.gpu_ids)  # impossible hardware settings fail here, before anything is built
+    rank0 = env_rank_zero()  # several processes (docs/scaling.md): only rank 0 writes files, logs or wandb
+    if resume is not None:
+        state = resume.state
+        state_dir = resume.state_dir
+        run_dir = state_dir if state["save"] else None
+        log_folder = Path(state["log_folder"])
+        timestamp, seed = state["timestamp"], int(state["seed"])
+    else:
+        state = None
+        run_dir = namer.save_folder_path(opts.save_dir) if opts.save else None
+        log_folder = namer.log_folder_path(opts.log_dir)
+        if run_dir is None:
+            log_folder = _unused(log_folder)
+        state_dir = run_dir or log_folder
+        timestamp, seed = namer.timestamp, opts.seed
+    if rank0:
+        check_writable(state_dir)  # before anything slow: fail fast, create nothing
+        check_writable(log_folder)
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    dm = ResumableLMDataModule(rc.data, seed=seed, batch_size=rc.train.batch_size, num_workers=rc.train.num_workers)
     lm = LM(rc.model, dm.tokenizer)
     module = LMTrainer(lm, rc.train)
     n_params = sum(p.numel() for p in lm.parameters())
+    check_free_space(state_dir, checkpoint_bytes(n_params))
     print(f"run: {namer.describe()} | {n_params:,} parameters | {len(dm.datasets['train'])} train sequences", flush=True)
+    if plan.world_size > 1 or plan.precision != "32-true" or plan.compile:
+        print(f"hardware: {plan.describe(rc.train.batch_size, rc.train.accumulate_grad_batches)}", flush=True)
 
-    loggers = make_loggers(namer.log_folder_path(opts.log_dir), opts.use_wandb, namer.wandb_proj_name(), namer.run_name(), rc.as_dict())
+    ckpt_dir = state_dir / CHECKPOINTS
+    if rank0:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        wandb_id = _new_wandb_id()
+        state = {
+            "format": FORMAT,
+            "status": "running",
+            "identity": identity,
+            "config_arg": getattr(getattr(namer, "args", None), "config", None) or rc.config_name,
+            "config_name": rc.config_name,
+            "source": rc.source,
+            "varying": rc.varying,
+            "params": rc.as_dict(),
+            "seed": seed,
+            "save": run_dir is not None,
+            "state_dir": str(state_dir),
+            "log_folder": str(log_folder),
+            "timestamp": timestamp,
+            "wandb_project": namer.wandb_proj_name(),
+            "wandb_run_name": namer.run_name(),
+            "wandb_id": wandb_id,
+            "started": now_iso(),
+            "last_checkpoint_step": None,
+        }
+        if rank0:
+            write_state(state_dir, state)
+            if identity is not None:
+                record_in_index(opts.index_root, identity, state_dir, namer.describe())
+    elif rank0:
+        (state_dir / FAILED).unlink(missing_ok=True)
+        write_state(state_dir, state, status="running", message=None)
+
+    def saved(step: int) -> None:
+        if rank0:
+            write_state(state_dir, state, last_checkpoint_step=step)
+
+    interrupt = InterruptFlag()
+    loggers = make_loggers(log_folder, opts.use_wandb, state["wandb_project"], state["wandb_run_name"], rc.as_dict(), wandb_id=state.get("wandb_id")) if rank0 else []
     trainer = L.Trainer(
         max_epochs=rc.train.epochs,
         max_steps=rc.train.max_steps,
         gradient_clip_val=rc.train.grad_clip,
         accumulate_grad_batches=rc.train.accumulate_grad_batches,
         val_check_interval=rc.train.val_check_interval,
-        precision=rc.train.precision,
         logger=loggers,
         log_every_n_steps=max(1, min(50, rc.train.hyperparams_log_freq)),
         num_sanity_val_steps=0,
-        enable_checkpointing=False,
+        enable_checkpointing=True,
         enable_model_summary=False,
-        **device_kwargs(rc, opts),
+        callbacks=[NonFiniteGuard(), ResumeState(dm.train_sampler), interrupt, RunCheckpoint(ckpt_dir, rc.train.checkpoint_every_n_steps, interrupt, saved), rank_seed_callback(seed)],
+        plugins=[SafeCheckpointIO()],
+        **plan.trainer_kwargs(),
     )
+    ckpt = resume.ckpt if resume is not None else None
+    if ckpt is not None:
+        print(f"resuming {state_dir} from step {state.get('last_checkpoint_step')} ({ckpt})", flush=True)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    except NonFiniteError as e:
+        _finish_loggers(loggers)
+        last = ckpt_dir / LAST
+        good = {"path": str(last), "step": state.get("last_checkpoint_step")} if last.is_file() else None
+        msg = f"{e}; stopped. " + (
+            f"Last good checkpoint: step {good['step']} in {last}. " if good else "No checkpoint was written before it. "
+        ) + f"Run marked failed in {state_dir / FAILED}"
+        failure = {**e.as_dict(), "message": msg, "last_good_checkpoint": good, "time": now_iso()}
+        if rank0:
+            (state_dir / FAILED).write_text(json.dumps(failure, indent=1))
+            write_state(state_dir, state, status="failed", message=str(e))
+        raise RunFailed(msg) from None
+    except RunInterrupted as e:
+        _finish_loggers(loggers)
+        step = state.get("last_checkpoint_step")
+        if rank0:
+            write_state(state_dir, state, status="interrupted", message=str(e))
+        raise RunInterrupted(f"{e}: checkpoint at step {step} in {ckpt_dir / LAST}; continue with: python main.py --resume={state_dir}") from None
+    except BaseException:
+        if rank0:
+            write_state(state_dir, state, status="interrupted", message="stopped by an error")
+        raise
+    finally:
+        interrupt.restore()
     wall = time.perf_counter() - start
-    lm = module.model.cpu()
+    lm = final_model(trainer, module)  # every rank takes part (FSDP gathers the weights); None off rank 0
+    if lm is None:  # ranks other than 0: rank 0 evaluates, saves and logs
+        return RunResult(None, {}, {}, wall)
     val = evaluate(lm, dm.val_dataloader())
     module.log_stat("stat/final_val_loss:main", val["loss:main"])
     train_stats = module.flush_stats()
-    print(f"final val: " + ", ".join(f"{k}={v:.4f}" for k, v in val.items()), flush=True)
-    for lg in loggers:
-        if hasattr(lg, "experiment") and type(lg).__name__ == "WandbLogger":
-            lg.experiment.finish()
+    print("final val: " + ", ".join(f"{k}={v:.4f}" for k, v in val.items()), flush=True)
+    _finish_loggers(loggers)
     if run_dir is not None and trainer.is_global_zero:
-        results = {"val_loss": val["loss:main"], "val": val, "n_params": n_params, "wall_time_s": wall, "timestamp": namer.timestamp}
-        params = {**rc.as_dict(), "seed": opts.seed, "config_name": rc.config_name, "varying": rc.varying}
-        run_dir = save_run(run_dir, lm, params, train_stats, results)
+        results = {"val_loss": val["loss:main"], "val": val, "n_params": n_params, "wall_time_s": wall, "timestamp": timestamp}
+        params = {**rc.as_dict(), "seed": seed, "config_name": rc.config_name, "varying": rc.varying}
+        run_dir = save_run(run_dir, lm, params, train_stats, results, replace_incomplete=True)
         print(f"saved to {run_dir}", flush=True)
-    del torch
+    else:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        write_state(state_dir, state, status="done", finished=now_iso())
     return RunResult(run_dir, val, train_stats, wall, lm)
+
+
+def _new_wandb_id() -> str:
+    import secrets
+
+    return secrets.token_hex(4)
+
+
+def _finish_loggers(loggers: list) -> None:
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger" and getattr(lg, "_experiment", None) is not None:
+            lg.experiment.finish()

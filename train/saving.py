@@ -50,15 +50,40 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def _existing_ancestor(folder: Path) -> Path:
+    """The nearest part of `folder` that exists; a file in the way is an error."""
+    p = Path(folder).absolute()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"cannot write to {folder}: {p} is a file, not a folder; pass another --save-dir/--log-dir")
+    return p
+
+
 def check_writable(folder: Path) -> None:
-    """Fail before training, not after, when the save dir can't take a run."""
+    """Fail before training, not after, when a run's folder can't be written. Creates nothing."""
+    base = _existing_ancestor(Path(folder))
+    probe = base / f".write-test-{os.getpid()}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
         probe.write_bytes(b"x" * 4096)
-        probe.unlink()
     except OSError as e:
-        raise UserError(f"cannot write to save dir {folder}: {e.strerror or e}; pass a writable --save-dir") from None
+        raise UserError(f"cannot write to {folder}: {e.strerror or e} (in {base}); pass a writable --save-dir/--log-dir") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+def check_free_space(folder: Path, need_bytes: int) -> None:
+    """Refuse to start a run whose checkpoints and saved model won't fit on the disk."""
+    base = _existing_ancestor(Path(folder))
+    free = shutil.disk_usage(base).free
+    if free < need_bytes:
+        raise UserError(
+            f"not enough disk space for {folder}: {free / 2**20:,.0f} MiB free, this run needs about {need_bytes / 2**20:,.0f} MiB "
+            "for its checkpoints and saved model; free some space or pass another --save-dir/--log-dir"
+        )
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -74,9 +99,19 @@ def _json_default(o: Any) -> Any:
 
 
 def save_run(
-    run_dir: Path, lm: Any, params: dict[str, Any], train_stats: dict[str, list], results: dict[str, Any], extra: dict[str, Any] | None = None
+    run_dir: Path,
+    lm: Any,
+    params: dict[str, Any],
+    train_stats: dict[str, list],
+    results: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    replace_incomplete: bool = False,
 ) -> Path:
-    """Write a complete run folder atomically; returns its final path."""
+    """Write a complete run folder atomically; returns its final path.
+
+    `replace_incomplete`: `run_dir` may already hold the run's in-progress files (run state,
+    checkpoints; no manifest) — they are swapped out for the finished run and deleted.
+    """
     from safetensors.torch import save_model
 
     run_dir = Path(run_dir)
@@ -95,7 +130,15 @@ def save_run(
         write_json(tmp / name, obj)
     write_manifest(tmp)
     if run_dir.exists():
-        raise UserError(f"refusing to overwrite existing run {run_dir}")
+        if not replace_incomplete or (run_dir / MANIFEST).exists():
+            raise UserError(f"refusing to overwrite existing run {run_dir}")
+        old = run_dir.parent / f".{run_dir.name}.in-progress"
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(run_dir, old)
+        os.rename(tmp, run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return run_dir
     os.rename(tmp, run_dir)
     return run_dir
 

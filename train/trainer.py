@@ -20,6 +20,7 @@ import lightning as L
 import torch
 
 from model.lm import LM
+from train.distributed import global_mean, is_fsdp, plain_param_name, training_losses
 from train.evaluate import accumulate
 from train.task_metrics import task_val_stats
 from train.train_params import TrainParams
@@ -32,6 +33,9 @@ class LMTrainer(L.LightningModule):
     def __init__(self, model: LM, train_params: TrainParams):
         super().__init__()
         self.model = model
+        self.train_losses = training_losses(model, train_params)  # model.get_losses, torch.compile'd when train_params.compile
+        # Weight decay goes by parameter name: sharded (FSDP) parameters lose their shapes.
+        self.decay_names = {n for n, p in model.named_parameters() if p.dim() >= 2}
         self.train_params = train_params
         self.train_stats: dict[str, list[tuple[int, int, int, Any]]] = {}
         self.stat_counter = 0
@@ -40,6 +44,7 @@ class LMTrainer(L.LightningModule):
         self._val_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._start_time: float | None = None
         self._last_log: tuple[float, int] | None = None
+        self._elapsed_before = 0.0  # training seconds before a resume, so time/elapsed_s continues
 
     # --- statistics ---------------------------------------------------------------------
     def log_stat(self, name: str, value: float | torch.Tensor, prog_bar: bool = False) -> None:
@@ -80,20 +85,20 @@ class LMTrainer(L.LightningModule):
 
     # --- training -----------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        losses, n_samples = self.model.get_losses(batch, self.train_params)
+        losses, n_samples = self.train_losses(batch, self.train_params)
         self.n_samples += n_samples * self.trainer.world_size
         self._tokens_since_log = self._tokens_since_log + batch["mask"].sum().cpu()
-        for name, value in losses.items():
+        for name, value in global_mean(self._trainer, losses).items():  # several ranks: the global batch's loss
             self.log_stat(f"stat/train_loss:{name}", value, prog_bar=name == "main")
+        # Here rather than in on_train_batch_end: checkpoints are written by callbacks at batch end,
+        # before that hook would run, and a resumed run must not miss what it logs.
+        if (batch_idx + 1) % self.train_params.hyperparams_log_freq == 0:
+            self.log_hyperparams_and_time()
         return losses["main"]
 
     def on_train_start(self) -> None:
-        self._start_time = time.perf_counter()
-        self._last_log = (self._start_time, 0)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (batch_idx + 1) % self.train_params.hyperparams_log_freq == 0:
-            self.log_hyperparams_and_time()
+        self._start_time = time.perf_counter() - self._elapsed_before
+        self._last_log = (time.perf_counter(), self.n_samples)
 
     def log_hyperparams_and_time(self) -> None:
         """Periodic bookkeeping: learning rate, elapsed time, throughput. Add your own here."""
@@ -107,6 +112,28 @@ class LMTrainer(L.LightningModule):
         self._last_log = (now, self.n_samples)
         self._tokens_since_log = torch.zeros((), dtype=torch.long)
         self.flush_stats()
+
+    # --- checkpoints (train/checkpointing.py) -----------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the state that lives outside the nn.Module; plain JSON types, so weights_only loading works."""
+        stats = self.flush_stats()
+        checkpoint["lm_trainer"] = {
+            "train_stats": {k: [list(r) for r in rows] for k, rows in stats.items()},
+            "stat_counter": self.stat_counter,
+            "n_samples": self.n_samples,
+            "tokens_since_log": int(self._tokens_since_log),
+            "elapsed_s": time.perf_counter() - self._start_time if self._start_time is not None else self._elapsed_before,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("lm_trainer")
+        if saved is None:
+            return
+        self.train_stats = {k: [tuple(r) for r in rows] for k, rows in saved["train_stats"].items()}
+        self.stat_counter = int(saved["stat_counter"])
+        self.n_samples = int(saved["n_samples"])
+        self._tokens_since_log = torch.tensor(int(saved["tokens_since_log"]), dtype=torch.long)
+        self._elapsed_before = float(saved["elapsed_s"])
 
     # --- validation ---------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -129,7 +156,7 @@ class LMTrainer(L.LightningModule):
 
     # --- samples ------------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
-        if self.trainer.is_global_zero and self.train_params.n_print_samples > 0:
+        if self.trainer.is_global_zero and self.train_params.n_print_samples > 0 and not is_fsdp(self.trainer):  # FSDP: weights sharded
             self.print_samples()
 
     def print_samples(self) -> None:
@@ -151,15 +178,24 @@ class LMTrainer(L.LightningModule):
     # --- optimisation -------------------------------------------------------------------
     def configure_optimizers(self):
         tp = self.train_params
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        decay = [p for n, p in named if plain_param_name(n) in self.decay_names]
+        no_decay = [p for n, p in named if plain_param_name(n) not in self.decay_names]
         groups = [{"params": decay, "weight_decay": tp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         fused = fused_adamw_supported(self.device)  # one kernel for all parameters; CPU too (bench: 4 -> 0.8 ms/step)
+        if tp.grad_clip and "mixed" in str(self.trainer.precision):
+            fused = False  # Lightning refuses to clip the gradients of a fused optimizer under mixed precision
         opt = torch.optim.AdamW(groups, lr=tp.lr, betas=(tp.beta1, tp.beta2), fused=fused or None)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, tp.warmup_steps, total, tp.min_lr_frac))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None) -> None:
+        if gradient_clip_val and is_fsdp(self.trainer):  # sharded gradients: FSDP computes the norm over all shards
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_frac: float) -> float:
