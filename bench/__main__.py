@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,11 +76,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{threads} threads, torch {machine['torch']}; load average {load_start[0]:.2f}", flush=True)
     results: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds")}
     t0 = time.perf_counter()
+    failed: dict[str, str] = {}
     for name in s.sections:
         module = __import__(f"bench.{name}", fromlist=["run"])
-        results[name] = module.run(s, log=lambda m: print(m, flush=True))
+        try:
+            results[name] = module.run(s, log=lambda m: print(m, flush=True))
+        except Exception as e:  # one broken section (e.g. no transformers on this machine) must not lose the others
+            failed[name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+            print(f"[{name}] FAILED: {failed[name]}", flush=True)
+            traceback.print_exc()
         if torch.get_num_threads() != threads:  # nothing may change the thread count between contenders
             raise RuntimeError(f"section {name} changed torch threads from {threads} to {torch.get_num_threads()}")
+    if failed:
+        results["failed_sections"] = failed
     results["total_s"] = time.perf_counter() - t0
     load = {"start": list(load_start), "end": list(os.getloadavg())}
     command = report.python_command()
@@ -92,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     md_path, json_path = report.write(out, stem, payload, md)
     print(report.compact_table(results))
     print(f"wrote {md_path} and {json_path}")
+    if failed:
+        print(f"error: section(s) failed: {', '.join(failed)} (see above)", file=sys.stderr)
+        return 1
     return 0
 
 

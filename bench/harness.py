@@ -47,7 +47,7 @@ def run_config(s: BenchSettings, size: ModelSize, arch: str, task: str, n_train:
     from train.train_params import TrainParams
 
     data_params = DataParams(task=task, tokenizer="char", max_seq_len=size.seq_len + 1, n_train_samples=n_train,
-                      n_val_samples=n_val, n_test_samples=1, token_cache=False)
+                             n_val_samples=n_val, n_test_samples=1, token_cache=False)
     for k, v in (data or {}).items():
         setattr(data_params, k, v)
     tp = dict(epochs=1, max_steps=max_steps, batch_size=size.batch_size, lr=1e-3, warmup_steps=100, min_lr_frac=0.1,

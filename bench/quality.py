@@ -39,6 +39,27 @@ def val_loss(forward: Callable[[torch.Tensor], torch.Tensor], windows: Any, devi
     return total / count
 
 
+class TrainClock:
+    """Wall and process CPU seconds from Lightning's on_train_start to on_train_end."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = float("nan")
+
+    def callback(self) -> Any:
+        from lightning.pytorch.callbacks import Callback
+
+        clock = self
+
+        class _Clock(Callback):
+            def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+                self.t, self.c = time.perf_counter(), time.process_time()
+
+            def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+                clock.wall, clock.cpu = time.perf_counter() - self.t, time.process_time() - self.c
+
+        return _Clock()
+
+
 def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, get_lr
     from data.dataloader import LMDataModule
@@ -49,13 +70,15 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
                     n_print_samples=3, data={"token_cache": True})  # as a default run: samples printed, ids cached
     device = torch.device(s.device)
 
-    log(f"[quality] harness: {iters} steps on shakespeare ({size.describe()})")
-    result = run_harness(rc, [])
+    log(f"[quality] harness: {iters} steps on shakespeare ({size.describe(vocab=False)})")
+    clock = TrainClock()
+    result = run_harness(rc, [clock.callback()])
     lm = result.lm.to(device).eval()
     dm = LMDataModule(rc.data, seed=0, batch_size=size.batch_size)  # the same split, tokenizer and windows
     val = dm.datasets["val"]
     harness_loss = val_loss(lambda x: lm(x), val, device)
-    log(f"[quality] harness: val loss {harness_loss:.4f} in {result.wall_time_s:.1f} s (run_one's own val: {result.val['loss:main']:.4f})")
+    log(f"[quality] harness: val loss {harness_loss:.4f} in {result.wall_time_s:.1f} s, training loop {clock.cpu:.1f} CPU-s "
+        f"(run_one's own val: {result.val['loss:main']:.4f})")
 
     log(f"[quality] reference: {iters} iterations")
     torch.manual_seed(0)
@@ -65,7 +88,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     model.train()
     sync()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for it in range(iters):
         for g in opt.param_groups:
             g["lr"] = get_lr(it, 1e-3, 100, iters, 1e-4)
@@ -77,19 +100,21 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         opt.step()
         opt.zero_grad(set_to_none=True)
     sync()
-    ref_wall = time.perf_counter() - t0
+    ref_wall, ref_cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     ref_loss = val_loss(lambda x: model(x)[0], val, device)
-    log(f"[quality] reference: val loss {ref_loss:.4f} in {ref_wall:.1f} s")
+    log(f"[quality] reference: val loss {ref_loss:.4f} in {ref_wall:.1f} s, {ref_cpu:.1f} CPU-s")
     if not (math.isfinite(harness_loss) and math.isfinite(ref_loss)):
         raise RuntimeError("quality bench: non-finite val loss")
     return {
-        "setting": f"{size.describe()}, {iters} iterations, lr 1e-3 warm-up 100 cosine to 1e-4, dropout 0",
+        "setting": f"{size.describe(vocab=False)}, {iters} iterations, lr 1e-3 warm-up 100 cosine to 1e-4, dropout 0",
         "val_windows": len(val),
         "val_tokens": len(val) * size.seq_len,
         "vocab_size": dm.tokenizer.n_tokens,
         "val_loss": {"harness": harness_loss, "reference": ref_loss},
         "harness_run_one_val_loss": result.val["loss:main"],
         "wall_s": {"harness": result.wall_time_s, "reference": ref_wall},
+        "train_loop_wall_s": {"harness": clock.wall, "reference": ref_wall},
+        "train_loop_cpu_s": {"harness": clock.cpu, "reference": ref_cpu},
         "n_params": {"harness": sum(p.numel() for p in lm.parameters()), "reference": sum(p.numel() for p in model.parameters())},
     }

@@ -13,6 +13,7 @@ GOALS = {  # name: (description, threshold, higher is better)
     "a/c": ("harness / bare loop (Lightning overhead ≤ 5 %)", 0.95),
     "a/d": ("harness / nanoGPT-style reference", 1.0),
     "b/a": ("custom-transformer / torch-transformer", 0.9),
+    "b/d": ("custom-transformer harness / reference (no goal; for reading a/d)", 0.0),
     "kv/recompute@b1": ("KV cache / recompute, batch 1", 5.0),
     "kv/recompute@b8": ("KV cache / recompute, batch 8", 5.0),
     "ours/hf@b1": ("our KV sampling / HF generate, batch 1", 1.0),
@@ -60,7 +61,7 @@ def machine_info(s: Any) -> dict[str, Any]:
 def ratios(results: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     tp = results.get("throughput", {}).get("tokens_per_s", {})
-    for r in ("a/c", "a/d", "b/a"):
+    for r in ("a/c", "a/d", "b/a", "b/d"):
         x, y = r.split("/")
         if tp.get(x) and tp.get(y):
             out[r] = tp[x] / tp[y]
@@ -75,12 +76,20 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
 
 
 def cpu_ratios(results: dict[str, Any]) -> dict[str, float]:
+    """The same ratios from process CPU time (steadier than the wall clock on a shared machine)."""
     tp = results.get("throughput", {}).get("tokens_per_cpu_s", {})
     out = {}
-    for r in ("a/c", "a/d", "b/a"):
+    for r in ("a/c", "a/d", "b/a", "b/d"):
         x, y = r.split("/")
         if tp.get(x) and tp.get(y):
             out[r] = tp[x] / tp[y]
+    smp = results.get("sampling", {}).get("tokens_per_cpu_s", {})
+    for b in (1, 8):
+        kv, rec, hf = smp.get(f"ours_kv@b{b}"), smp.get(f"ours_recompute@b{b}"), smp.get(f"hf_generate@b{b}")
+        if kv and rec:
+            out[f"kv/recompute@b{b}"] = kv / rec
+        if kv and hf:
+            out[f"ours/hf@b{b}"] = kv / hf
     return out
 
 
@@ -127,10 +136,15 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
                   f"peak = {tp['peak_tflops']} TFLOPS dense bf16. Goal ≥ {100 * MFU_GOAL:.0f} %."]
         cr = cpu_ratios(results)
         L += ["", "| ratio | measured (wall) | measured (CPU time) | goal | met |", "| --- | ---: | ---: | ---: | --- |"]
-        for k in ("a/c", "a/d", "b/a"):
+        for k in ("a/c", "a/d", "b/a", "b/d"):
             if k in r:
                 desc, goal = GOALS[k]
-                L += [f"| {k}: {desc} | {r[k]:.3f} | {cr.get(k, float('nan')):.3f} | ≥ {goal} | {_met(r[k] >= goal)} |"]
+                met = _met(r[k] >= goal) if goal else ""
+                L += [f"| {k}: {desc} | {r[k]:.3f} | {cr.get(k, float('nan')):.3f} | {f'≥ {goal}' if goal else ''} | {met} |"]
+        big = tp.get("big_batch") or {}
+        if big.get("a") and big.get("c"):
+            L += [f"| a/c at batch {big['batch_size']} (same model, {big['batch_size'] // size['batch_size']}× the tokens per step) | "
+                  f"{big['a'] / big['c']:.3f} | {big['a_cpu'] / big['c_cpu']:.3f} | ≥ 0.95 | {_met(big['a'] / big['c'] >= 0.95)} |"]
         L += [""]
 
     q = results.get("quality")
@@ -139,13 +153,17 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
         L += ["## Sample quality at a fixed budget", ""]
         L += [f"nanoGPT's baby-GPT CPU setting on `--task=shakespeare` (char vocab {q['vocab_size']}): {q['setting']}. "
               f"Both scored by one function on the same {q['val_windows']} val windows ({_f(q['val_tokens'])} predicted tokens). "
-              "Wall time = the training loop (the harness' includes its logging, checkpoints every 200 steps and end-of-epoch samples).", ""]
-        L += ["| contender | val loss | train wall time |", "| --- | ---: | ---: |"]
-        L += [f"| harness (`run_one`, torch-transformer) | {vl['harness']:.4f} | {ws['harness']:.1f} s |"]
-        L += [f"| (d) nanoGPT-style reference | {vl['reference']:.4f} | {ws['reference']:.1f} s |", ""]
-        ok_loss, ok_time = vl["harness"] <= vl["reference"] + 0.01, ws["harness"] <= ws["reference"]
-        L += [f"Goal: harness loss ≤ reference (within 0.01, seed noise): {_met(ok_loss)} ({vl['harness'] - vl['reference']:+.4f}); "
-              f"harness wall time ≤ reference: {_met(ok_time)} (ratio {ws['harness'] / ws['reference']:.3f}). "
+              "Wall time = `trainer.fit` for the harness (Lightning's set-up, logging, checkpoints every 200 steps, end-of-epoch "
+              "samples) and the loop for the reference; CPU time = the process' CPU seconds in the training loop only.", ""]
+        cs = q.get("train_loop_cpu_s", {})
+        L += ["| contender | val loss | train wall time | training loop CPU time |", "| --- | ---: | ---: | ---: |"]
+        L += [f"| harness (`run_one`, torch-transformer) | {vl['harness']:.4f} | {ws['harness']:.1f} s | {cs.get('harness', float('nan')):.1f} s |"]
+        L += [f"| (d) nanoGPT-style reference | {vl['reference']:.4f} | {ws['reference']:.1f} s | {cs.get('reference', float('nan')):.1f} s |", ""]
+        ok_loss, ok_time = vl["harness"] <= vl["reference"], ws["harness"] <= ws["reference"]
+        L += [f"Goal: harness loss ≤ reference: {_met(ok_loss)} ({vl['harness'] - vl['reference']:+.4f}; one seed each, "
+              "the seed-to-seed spread was not measured); "
+              f"harness wall time ≤ reference: {_met(ok_time)} (ratio {ws['harness'] / ws['reference']:.3f}"
+              + (f"; CPU-time ratio {cs['harness'] / cs['reference']:.3f}" if cs.get("reference") else "") + "). "
               "nanoGPT's README reports val loss 1.88 for this setting on its smaller tiny-shakespeare (different split and corpus, "
               "so only the side-by-side numbers above are comparable).", ""]
 
@@ -156,14 +174,17 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
         L += [f"{smp['model']}, loaded by `gpt2.get_gpt2(folder)` and by transformers from the same `save_pretrained` folder. "
               f"Greedy, {smp['prompt_len']}-token prompts, exactly {smp['n_new_tokens']} new tokens (EOS off), median of "
               f"{settings['sample_repeats']} after a warm-up. Same tokens from all three: {smp['same_tokens']}.", ""]
-        L += ["| sampler | batch 1 tokens/s | batch 8 tokens/s |", "| --- | ---: | ---: |"]
+        c = smp.get("tokens_per_cpu_s", {})
+        nan = float("nan")
+        L += ["| sampler | batch 1 tokens/s | batch 8 tokens/s | batch 1 tokens per CPU-s | batch 8 tokens per CPU-s |", "| --- | ---: | ---: | ---: | ---: |"]
         for name, label in (("ours_kv", "ours, KV cache (`lm.sample`)"), ("ours_recompute", "ours, recompute (`use_cache=False`)"), ("hf_generate", "HF `generate` (KV cache)")):
-            L += [f"| {label} | {_f(t.get(name + '@b1', float('nan')))} | {_f(t.get(name + '@b8', float('nan')))} |"]
-        L += ["", "| ratio | measured | goal | met |", "| --- | ---: | ---: | --- |"]
+            L += [f"| {label} | {_f(t.get(name + '@b1', nan))} | {_f(t.get(name + '@b8', nan))} | {_f(c.get(name + '@b1', nan))} | {_f(c.get(name + '@b8', nan))} |"]
+        cr = cpu_ratios(results)
+        L += ["", "| ratio | measured (wall) | measured (CPU time) | goal | met |", "| --- | ---: | ---: | ---: | --- |"]
         for k in ("kv/recompute@b1", "kv/recompute@b8", "ours/hf@b1", "ours/hf@b8"):
             if k in r:
                 desc, goal = GOALS[k]
-                L += [f"| {desc} | {r[k]:.2f} | ≥ {goal} | {_met(r[k] >= goal)} |"]
+                L += [f"| {desc} | {r[k]:.2f} | {cr.get(k, nan):.2f} | ≥ {goal} | {_met(r[k] >= goal)} |"]
         L += [""]
 
     st = results.get("startup")
@@ -175,9 +196,53 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
             L += [f"| `{st['commands'][k]}` | {sec:.2f} s | {goal} | {met} |"]
         L += [""]
 
+    for name, err in results.get("failed_sections", {}).items():
+        L += [f"## {name}: failed", "", f"`{err}` — no figures from this section in this run.", ""]
+    L += measured_notes(results)
     if notes:
         L += [notes.rstrip(), ""]
     return "\n".join(L)
+
+
+def measured_notes(results: dict[str, Any]) -> list[str]:
+    """What the figures above say, computed from them (so a rerun can't leave stale numbers here)."""
+    out: list[str] = []
+    tp = results.get("throughput")
+    if tp and all(k in tp["ms_per_step"] for k in "abcd"):
+        ms = tp["ms_per_step"]
+        cpu = {k: 1000 * tp["tokens_per_step"] / v for k, v in tp.get("tokens_per_cpu_s", {}).items()}
+        lightning = ms["a"] - ms["c"]
+        out += [f"- **Lightning's cost per step** (a − c): {lightning:+.1f} ms wall" + (f", {cpu['a'] - cpu['c']:+.1f} ms CPU" if cpu else "")
+                + f" on a {ms['c']:.1f} ms step ({100 * lightning / ms['c']:+.1f} %). It is a fixed cost per optimizer step, so it "
+                "shrinks relative to the step as batch × model grows."]
+        big = tp.get("big_batch") or {}
+        if big.get("a") and big.get("c"):
+            tok = big["tokens_per_step"]
+            ma, mc = 1000 * tok / big["a"], 1000 * tok / big["c"]
+            rises = big["a"] / big["c"] > tp["tokens_per_s"]["a"] / tp["tokens_per_s"]["c"]
+            out += [f"- At batch {big['batch_size']} the same gap is {ma - mc:+.1f} ms on a {mc:.1f} ms step ({100 * (ma - mc) / mc:+.1f} %): "
+                    + ("a/c rises with the work per step, as a fixed cost per step predicts." if rises else
+                       "a/c did not rise with the work per step here, so not all of the gap is a fixed cost per step (or the machine was noisy).")]
+        out += [f"- **torch's own layer vs the custom layer** (a − b): {ms['a'] - ms['b']:+.1f} ms wall"
+                + (f", {cpu['a'] - cpu['b']:+.1f} ms CPU" if cpu else "") + " per step, same weights and maths."]
+        out += [f"- **bare loop vs the reference** (c − d): {ms['c'] - ms['d']:+.1f} ms wall" + (f", {cpu['c'] - cpu['d']:+.1f} ms CPU" if cpu else "")
+                + " per step: torch's layer, the masked loss (per-token losses × mask) and the padded-batch data path against "
+                "nanoGPT's plain mean cross-entropy and random-offset batches."]
+    q = results.get("quality")
+    if q:
+        vl, ws = q["val_loss"], q["wall_s"]
+        out += [f"- **Quality:** harness − reference val loss = {vl['harness'] - vl['reference']:+.4f}; wall time ratio "
+                f"{ws['harness'] / ws['reference']:.3f} (the throughput gap above, plus Lightning's start-up inside `fit`)."]
+    smp = results.get("sampling")
+    if smp:
+        sec = smp["seconds"]
+        n = smp["n_new_tokens"]
+        for b in (1, 8):
+            kv, rec = sec.get(f"ours_kv@b{b}"), sec.get(f"ours_recompute@b{b}")
+            if kv and rec:
+                out += [f"- **Sampling, batch {b}:** {1000 * kv / n:.2f} ms per step with the KV cache, {1000 * rec / n:.2f} ms recomputing "
+                        "(the recompute step grows with the sequence; the cached step is nearly all fixed per-call cost at this model size)."]
+    return (["## Notes on the figures (computed from them)", "", *out, ""]) if out else []
 
 
 def compact_table(results: dict[str, Any]) -> str:
@@ -203,6 +268,9 @@ def compact_table(results: dict[str, Any]) -> str:
     r = ratios(results)
     if r:
         lines.append("  ratios     " + ", ".join(f"{k} {v:.3f}" + ("" if v >= GOALS[k][1] else " (MISSED)") for k, v in r.items()))
+    mfu = (tp or {}).get("mfu")
+    if mfu:
+        lines.append("  MFU        " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in mfu.items()) + f"  (goal {100 * MFU_GOAL:.0f}%, peak {tp['peak_tflops']} TFLOPS)")
     return "\n".join(lines)
 
 
@@ -216,3 +284,18 @@ def write(out_dir: Path, stem: str, results: dict[str, Any], md: str) -> tuple[P
 
 def python_command() -> str:
     return "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench"
+
+
+def rerender(json_path: Path, notes_path: Path) -> Path:
+    """Rewrite the .md beside `json_path` from its raw numbers and the current notes (no re-measuring)."""
+    payload = json.loads(Path(json_path).read_text())
+    notes = Path(notes_path).read_text() if Path(notes_path).is_file() else ""
+    md = markdown(payload["results"], payload["settings"], payload["machine"], payload["command"], payload["load_average"], notes)
+    md_path = Path(json_path).with_suffix(".md")
+    md_path.write_text(md)
+    return md_path
+
+
+if __name__ == "__main__":  # python -m bench.report docs/benchmarks.json: re-render the .md after editing bench/NOTES.md
+    here = Path(__file__).resolve().parent
+    print(rerender(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else here / "NOTES.md"))

@@ -59,16 +59,18 @@ class NoEOS:
         return getattr(self._tok, name)
 
 
-def _timed(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> tuple[float, Any]:
+def _timed(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> tuple[float, float, Any]:
+    """Median wall seconds, median process CPU seconds, and the output of the warm-up call."""
     out = fn()  # warm-up (and the output to check)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
         sync()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         sync()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        cpu.append(time.process_time() - c)
+    return statistics.median(times), statistics.median(cpu), out
 
 
 def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     n_new, device = s.sample_tokens, torch.device(s.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     n_layer, n_head, n_embd = s.gpt2_size
-    results: dict[str, Any] = {"n_new_tokens": n_new, "prompt_len": PROMPT_LEN, "tokens_per_s": {}, "seconds": {}, "same_tokens": {}}
+    results: dict[str, Any] = {"n_new_tokens": n_new, "prompt_len": PROMPT_LEN, "tokens_per_s": {}, "tokens_per_cpu_s": {}, "seconds": {}, "same_tokens": {}}
     with tempfile.TemporaryDirectory(prefix="bench-gpt2-") as tmp:
         folder = make_tiny_gpt2(Path(tmp), n_layer, n_head, n_embd, n_positions=PROMPT_LEN + n_new + 8)
         lm = gpt2.get_gpt2(tmp, device=s.device)
@@ -105,13 +107,14 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         contenders = {"ours_kv": lambda: ours(True), "ours_recompute": lambda: ours(False), "hf_generate": theirs}
         outputs = {}
         for name, fn in contenders.items():
-            sec, outputs[name] = _timed(fn, s.sample_repeats, sync)
+            sec, cpu_sec, outputs[name] = _timed(fn, s.sample_repeats, sync)
             n_made = sum(len(r) - PROMPT_LEN for r in outputs[name])
             if n_made != batch * n_new:
                 raise RuntimeError(f"sampling bench: {name} made {n_made} tokens, expected {batch * n_new}")
             key = f"{name}@b{batch}"
             results["seconds"][key] = sec
             results["tokens_per_s"][key] = batch * n_new / sec
+            results["tokens_per_cpu_s"][key] = batch * n_new / max(cpu_sec, 1e-9)
             log(f"[sampling] {key}: {batch * n_new / sec:,.0f} tokens/s")
         results["same_tokens"][f"b{batch}"] = outputs["ours_kv"] == outputs["ours_recompute"] == outputs["hf_generate"]
     return results

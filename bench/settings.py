@@ -20,9 +20,9 @@ class ModelSize:
     batch_size: int
     vocab_size: int  # incl. the harness' 3 specials (PAD, BOS, EOS)
 
-    def describe(self) -> str:
+    def describe(self, vocab: bool = True) -> str:
         return (f"{self.n_layers} layers, {self.n_heads} heads, dim {self.dim}, seq {self.seq_len}, "
-                f"batch {self.batch_size}, vocab {self.vocab_size}")
+                f"batch {self.batch_size}" + (f", vocab {self.vocab_size}" if vocab else ""))
 
 
 # nanoGPT's "baby GPT" CPU setting (README: shakespeare_char on a MacBook), vocab ≈ our char vocab.
@@ -44,7 +44,8 @@ class BenchSettings:
     window_steps: int = 20  # steps per timed window
     n_windows: int = 5  # timed windows per contender per round
     rounds: int = 2  # contenders run a, b, c, d, a, b, c, d, ... so load drift hits all alike
-    compile_contenders: bool = False  # also time torch.compile variants of (c) and (d)
+    compile_contenders: bool = False  # also time torch.compile variants of (a), (c) and (d)
+    big_batch_factor: int = 4  # also time (a) and (c) at this many times the batch (0 = skip): is the overhead per step?
     # quality: nanoGPT baby GPT, 2000 iterations
     quality_iters: int = 2000
     quality_size: ModelSize = BABY_GPT
@@ -71,11 +72,11 @@ def make_settings(quick: bool, device: str, precision: str, threads: int, sectio
     s = BenchSettings(device=device, precision=precision, threads=threads, quick=quick)
     if device == "cuda":
         s = replace(s, size=GPT2_SMALL, warmup_steps=10, window_steps=10, n_windows=5, rounds=1,
-                    sections=("throughput", "sampling", "startup"), compile_contenders=True)
+                    sections=("throughput", "sampling", "startup"), compile_contenders=True, big_batch_factor=0)
     if quick:
         s = replace(s, size=TINY, warmup_steps=2, window_steps=3, n_windows=2, rounds=1, quality_iters=20,
                     quality_size=replace(TINY, seq_len=32), sample_tokens=16, sample_repeats=1, gpt2_size=(2, 2, 32),
-                    startup_repeats=1, compile_contenders=False)
+                    startup_repeats=1, compile_contenders=False, big_batch_factor=0)
         s = replace(s, sections=tuple(x for x in s.sections if x != "quality"))  # quality needs the corpus
     if sections is not None:
         s = replace(s, sections=sections)

@@ -16,6 +16,7 @@ import contextlib
 import gc
 import statistics
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
@@ -30,7 +31,19 @@ CONTENDERS = {
     "c": "bare PyTorch loop, same LM module and data",
     "d": "nanoGPT-style reference GPT, plain PyTorch",
 }
-COMPILED = {"c+compile": "bare loop, torch.compile(LM)", "d+compile": "reference GPT, torch.compile"}
+COMPILED = {
+    "a+compile": "harness, torch-transformer, TrainParams compile=True",
+    "c+compile": "bare loop, torch.compile(lm.get_losses)",
+    "d+compile": "reference GPT, torch.compile",
+}
+
+
+def harness_can_compile() -> bool:
+    from dataclasses import fields
+
+    from train.train_params import TrainParams
+
+    return any(f.name == "compile" for f in fields(TrainParams))
 
 
 class Windows:
@@ -97,21 +110,24 @@ def _data_module(s: BenchSettings, rc: Any) -> Any:
 
 
 # --- contenders -----------------------------------------------------------------------------
-def harness(s: BenchSettings, arch: str) -> tuple[Windows, dict[str, Any]]:
+def harness(s: BenchSettings, arch: str, **train: Any) -> tuple[Windows, dict[str, Any]]:
     w = Windows(s)
     task = bench_data.register(s.size.vocab_size)
-    rc = run_config(s, s.size, arch, task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
+    rc = run_config(s, s.size, arch, task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps, **train)
     result = run_harness(rc, [window_callback(w)])
     n_params = sum(p.numel() for p in result.lm.parameters())
     return w, {"n_params": n_params, "n_params_mfu": n_params - _pos_params(result.lm)}
 
 
 def bare_loop(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, dict[str, Any]]:
-    """The loop you would write around the harness' `LM`: same data module, optimizer, schedule, clipping."""
+    """The loop you would write around the harness' `LM`: same data module, and the optimizer and
+    schedule that `LMTrainer.configure_optimizers` builds, so only Lightning's loop is missing."""
+    import types
+
     import lightning as L
 
     from model.lm import LM
-    from train.trainer import lr_factor
+    from train.trainer import LMTrainer
 
     w = Windows(s)
     task = bench_data.register(s.size.vocab_size)
@@ -119,23 +135,21 @@ def bare_loop(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, d
     L.seed_everything(0, verbose=False)
     dm = _data_module(s, rc)
     device = torch.device(s.device)
-    lm = LM(rc.model, dm.tokenizer).to(device)
+    lm = LM(rc.model, dm.tokenizer)
+    module = LMTrainer(lm, rc.train).to(device)  # only for its optimizer recipe: no Lightning loop runs
+    module._trainer = types.SimpleNamespace(estimated_stepping_batches=w.total_steps, precision=s.precision, world_size=1)
+    conf = module.configure_optimizers()
+    module._trainer = None
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     tp = rc.train
     params = [p for p in lm.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tp.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=tp.lr, betas=(tp.beta1, tp.beta2), fused=True if device.type == "cuda" else None)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, tp.warmup_steps, w.total_steps, tp.min_lr_frac))
-    step_fn = torch.compile(lm) if compile_model else lm
+    get_losses = torch.compile(lm.get_losses) if compile_model else lm.get_losses  # what TrainParams.compile compiles
     lm.train()
     while not w.done:
         for batch in dm.train_dataloader():
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(s):
-                if compile_model:
-                    loss = _compiled_loss(step_fn, batch)
-                else:
-                    loss = lm.get_losses(batch, tp)[0]["main"]
+                loss = get_losses(batch, tp)[0]["main"]
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, tp.grad_clip)
             opt.step()
@@ -145,15 +159,7 @@ def bare_loop(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, d
             if w.done:
                 break
     n_params = sum(p.numel() for p in lm.parameters())
-    return w, {"n_params": n_params, "n_params_mfu": n_params - _pos_params(lm)}
-
-
-def _compiled_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    ids, mask = batch["x_indices"], batch["mask"]
-    z = model(ids[:, :-1])
-    losses = torch.nn.functional.cross_entropy(z.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
-    m = mask[:, 1:].flatten()
-    return (losses * m).sum() / m.sum().clamp(min=1)
+    return w, {"n_params": n_params, "n_params_mfu": n_params - _pos_params(lm), "fused_adamw": bool(opt.defaults.get("fused"))}
 
 
 def reference(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, dict[str, Any]]:
@@ -220,6 +226,8 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         "d": lambda: reference(s),
     }
     if s.compile_contenders:
+        if harness_can_compile():
+            plan["a+compile"] = lambda: harness(s, "torch-transformer", compile=True)
         plan["c+compile"] = lambda: bare_loop(s, compile_model=True)
         plan["d+compile"] = lambda: reference(s, compile_model=True)
     windows: dict[str, list[float]] = {k: [] for k in plan}
@@ -249,6 +257,17 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
             info[key] = {**info.get(key, {}), **meta, "threads": torch.get_num_threads()}
             log(f"[throughput] ({key}) {statistics.median(rates):,.0f} tokens/s, {statistics.median(w.cpu_rates(s.tokens_per_step)):,.0f} tokens/CPU-s "
                 f"(windows: {', '.join(f'{x:,.0f}' for x in rates)})")
+    big: dict[str, Any] = {}
+    if s.big_batch_factor > 1:  # the same pair at a larger batch: a fixed cost per step shrinks relative to the step
+        sb = replace(s, size=replace(s.size, batch_size=s.size.batch_size * s.big_batch_factor))
+        for key, fn in (("a", lambda: harness(sb, "torch-transformer")), ("c", lambda: bare_loop(sb))):
+            log(f"[throughput] batch {sb.size.batch_size}: ({key}) {CONTENDERS[key]}")
+            w, _ = fn()
+            big[key] = statistics.median(w.rates(sb.tokens_per_step))
+            big[key + "_cpu"] = statistics.median(w.cpu_rates(sb.tokens_per_step))
+            log(f"[throughput] batch {sb.size.batch_size}: ({key}) {big[key]:,.0f} tokens/s")
+            gc.collect()
+        big["batch_size"], big["tokens_per_step"] = sb.size.batch_size, sb.tokens_per_step
     tps = {k: statistics.median(v) for k, v in windows.items() if v}
     cpu_tps = {k: statistics.median(v) for k, v in cpu_windows.items() if v}
     out: dict[str, Any] = {
@@ -261,6 +280,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         "names": {**CONTENDERS, **COMPILED},
         "tokens_per_step": s.tokens_per_step,
         "ms_per_step": {k: 1000 * s.tokens_per_step / v for k, v in tps.items()},
+        "big_batch": big,
     }
     peak = peak_tflops(s)
     if peak:

@@ -22,6 +22,8 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
 
     tps = results["throughput"]["tokens_per_s"]
     assert set(tps) == {"a", "b", "c", "d"}
+    info = results["throughput"]["info"]
+    assert len({info[k]["n_params"] for k in "abcd"}) == 1, info  # one model size for every contender
     samplers = results["sampling"]["tokens_per_s"]
     assert set(samplers) == {f"{n}@b{b}" for n in ("ours_kv", "ours_recompute", "hf_generate") for b in (1, 8)}
     assert results["sampling"]["same_tokens"] == {"b1": True, "b8": True}  # greedy: cache, recompute and HF agree
