@@ -213,8 +213,8 @@ def measured_notes(results: dict[str, Any]) -> list[str]:
         cpu = {k: 1000 * tp["tokens_per_step"] / v for k, v in tp.get("tokens_per_cpu_s", {}).items()}
         lightning = ms["a"] - ms["c"]
         out += [f"- **Lightning's cost per step** (a − c): {lightning:+.1f} ms wall" + (f", {cpu['a'] - cpu['c']:+.1f} ms CPU" if cpu else "")
-                + f" on a {ms['c']:.1f} ms step ({100 * lightning / ms['c']:+.1f} %). It is a fixed cost per optimizer step, so it "
-                "shrinks relative to the step as batch × model grows."]
+                + f" on a {ms['c']:.1f} ms step ({100 * lightning / ms['c']:+.1f} %). A fixed cost per optimizer step would shrink "
+                "relative to the step as batch × model grows; the next line tests that."]
         big = tp.get("big_batch") or {}
         if big.get("a") and big.get("c"):
             tok = big["tokens_per_step"]
@@ -231,8 +231,10 @@ def measured_notes(results: dict[str, Any]) -> list[str]:
     q = results.get("quality")
     if q:
         vl, ws = q["val_loss"], q["wall_s"]
+        ad = (tp or {}).get("tokens_per_s", {})
+        expect = f" (the throughput table predicts d/a = {ad['d'] / ad['a']:.3f})" if ad.get("a") and ad.get("d") else ""
         out += [f"- **Quality:** harness − reference val loss = {vl['harness'] - vl['reference']:+.4f}; wall time ratio "
-                f"{ws['harness'] / ws['reference']:.3f} (the throughput gap above, plus Lightning's start-up inside `fit`)."]
+                f"{ws['harness'] / ws['reference']:.3f}{expect}."]
     smp = results.get("sampling")
     if smp:
         sec = smp["seconds"]
@@ -241,7 +243,7 @@ def measured_notes(results: dict[str, Any]) -> list[str]:
             kv, rec = sec.get(f"ours_kv@b{b}"), sec.get(f"ours_recompute@b{b}")
             if kv and rec:
                 out += [f"- **Sampling, batch {b}:** {1000 * kv / n:.2f} ms per step with the KV cache, {1000 * rec / n:.2f} ms recomputing "
-                        "(the recompute step grows with the sequence; the cached step is nearly all fixed per-call cost at this model size)."]
+                        "(recomputing costs more with every token generated; a cached step costs about the same at any length)."]
     return (["## Notes on the figures (computed from them)", "", *out, ""]) if out else []
 
 
