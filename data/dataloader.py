@@ -182,6 +182,10 @@ class LMDataModule(L.LightningDataModule):
 
     def show_sample(self, i: int, split: str = "train") -> str:
         """Print (and return) sample i of a split as text, with its length in tokens."""
+        if self.task_data.datasets is not None:  # not text (e.g. tart): show the arrays
+            text = repr(self.datasets[split][i])
+            print(f"[{split} #{i}] {text}")
+            return text
         ids = self.sample_ids(i, split)
         text = self.tokenizer.decode(ids)
         print(f"[{split} #{i}, {len(ids)} tokens] {text}")

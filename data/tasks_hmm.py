@@ -26,6 +26,8 @@ never a target). The optimal predictor
 
 With `min_len == max_len` the length terms vanish. The trainer logs the val floor as
 `stat/val_loss_floor`, and `stat/val_loss_floor_obs`, the floor over observation tokens only.
+With `incl_intl_prob=False` the labelled task's loss covers only what follows `>`, and so does
+its floor.
 
 This module is torch-free; numpy is imported only where the floor is computed.
 """
@@ -221,31 +223,47 @@ def _log(p: float) -> float:
     return math.log(p) if p > 0 else float("-inf")
 
 
-def sequence_nll(tables: HMMTables, text: str, min_len: int, max_len: int) -> tuple[float, float, int, int]:
-    """Bayes-optimal NLL of one sample: (nats over all targets, nats over observations, n_targets, n_obs)."""
+@dataclass
+class SequenceNLL:
+    """Bayes-optimal NLL of one sample, split by kind of target (nats; counts are targets)."""
+
+    total: float  # every target: observations, the end of the observations, states, EOS
+    obs: float  # the observations alone
+    states: float  # the states alone (0 for the unlabelled task)
+    n_targets: int
+    n_obs: int
+    n_answer: int  # targets after '>' (states and EOS): what the loss sees with incl_intl_prob=False
+
+
+def sequence_nll(tables: HMMTables, text: str, min_len: int, max_len: int) -> SequenceNLL:
+    """Bayes-optimal NLL of one sample, by the chain rule over its targets (see the module doc)."""
     obs, states = parse_sample(text)
     L = len(obs)
     pred = obs_predictive(tables, obs)
     obs_nll = -sum(_log(pred[k, obs[k]]) for k in range(L))
     length_nll = -sum(_log(1 - end_hazard(k, min_len, max_len)) for k in range(L)) - _log(end_hazard(L, min_len, max_len))
-    total = obs_nll + length_nll
-    n_targets = L + 1  # observations, then EOS (or '>')
+    state_nll, n_answer = 0.0, 0
     if states is not None:
         if len(states) != L:
             raise ValueError(f"labelled sample {text!r} has {L} observations but {len(states)} states")
-        total -= sum(_log(p) for p in state_step_probs(tables, obs, states))
-        n_targets += L + 1  # states, then EOS (certain: cost 0)
-    return total, obs_nll, n_targets, L
+        state_nll = -sum(_log(p) for p in state_step_probs(tables, obs, states))
+        n_answer = L + 1  # states, then EOS (certain: cost 0)
+    return SequenceNLL(obs_nll + length_nll + state_nll, obs_nll, state_nll, L + 1 + n_answer, L, n_answer)
 
 
-def loss_floor(tables: HMMTables, texts: Sequence[str], min_len: int, max_len: int) -> dict[str, float]:
-    """Token-mean Bayes-optimal cross-entropy of a split, in the trainer's units (see module doc)."""
-    tot = obs_tot = 0.0
-    n = n_obs = 0
-    for t in texts:
-        a, b, c, d = sequence_nll(tables, t, min_len, max_len)
-        tot, obs_tot, n, n_obs = tot + a, obs_tot + b, n + c, n_obs + d
-    return {"loss_floor": tot / max(n, 1), "loss_floor_obs": obs_tot / max(n_obs, 1)}
+def loss_floor(tables: HMMTables, texts: Sequence[str], min_len: int, max_len: int, answer_only: bool = False) -> dict[str, float]:
+    """Token-mean Bayes-optimal cross-entropy of a split, in the trainer's units (see module doc).
+
+    `answer_only`: the labelled task trained with incl_intl_prob=False, whose loss covers only
+    the states and the EOS after '>'.
+    """
+    parts = [sequence_nll(tables, t, min_len, max_len) for t in texts]
+    obs = sum(p.obs for p in parts) / max(sum(p.n_obs for p in parts), 1)
+    if answer_only:
+        floor = sum(p.states for p in parts) / max(sum(p.n_answer for p in parts), 1)
+    else:
+        floor = sum(p.total for p in parts) / max(sum(p.n_targets for p in parts), 1)
+    return {"loss_floor": floor, "loss_floor_obs": obs}
 
 
 def hmm_extras(splits: dict[str, list[str]], dp: DataParams) -> dict[str, Any]:
@@ -255,8 +273,9 @@ def hmm_extras(splits: dict[str, list[str]], dp: DataParams) -> dict[str, Any]:
     floor appears as `stat/val_loss_floor` (and `stat/val_loss_floor_obs`).
     """
     tables = hmm_tables(dp)
+    answer_only = not dp.incl_intl_prob and any(LABEL_SEP in t for t in splits.get("val", [])[:1])
     return {
-        f"{split}_stats": loss_floor(tables, splits[split], dp.min_len, dp.max_len)
+        f"{split}_stats": loss_floor(tables, splits[split], dp.min_len, dp.max_len, answer_only)
         for split in ("val", "test")
         if splits.get(split)
     }

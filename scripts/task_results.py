@@ -35,6 +35,7 @@ def run_config(name: str, save_dir: Path, threads: int | None) -> dict:
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    load_before = _load()
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     total = time.perf_counter() - start
@@ -45,7 +46,15 @@ def run_config(name: str, save_dir: Path, threads: int | None) -> dict:
     stats = json.loads((run_dir / "train_stats.json").read_text())
     last = {k: v[-1][3] for k, v in stats.items()}
     steps = max((r[0] for v in stats.values() for r in v), default=0)
-    return {"results": results, "last": last, "total_s": total, "steps": steps, "command": "python main.py --config=tasks-" + name + " --no-wandb"}
+    return {
+        "results": results, "last": last, "total_s": total, "steps": steps, "load": (load_before, _load()),
+        "command": "python main.py --config=tasks-" + name + " --no-wandb",
+    }
+
+
+def _load() -> float:
+    """1-minute load average (other jobs on the machine slow every run down; the doc says how busy it was)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def _pct(a: float, b: float) -> str:
@@ -62,7 +71,7 @@ def row(name: str, r: dict) -> list[str]:
         gap = f"{_pct(loss, floor)} above the floor"
     elif name == "arith":
         acc = last["stat/val_acc:final_answer"]
-        ref = "exact final answer (greedy); floor 0 loss on the solution"
+        ref = "1.0 reachable: the problem fixes the answer (blotching makes the steps, not the answer, random)"
         reached = f"final-answer accuracy {acc:.3f}; solution loss {val['loss:main']:.4f}"
         gap = f"{1 - acc:.3f} of problems wrong"
     else:
@@ -117,15 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         if n not in TASKS:
             raise SystemExit(f"unknown task {n!r}; choose from {', '.join(TASKS)}")
-    rows = {}
+    rows, loads = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         save_dir = Path(args.keep_dir or tmp)
         for n in names:
             print(f"training tasks-{n} ...", flush=True)
             r = run_config(n, save_dir, args.threads)
             rows[n] = row(n, r)
+            loads.append(f"{n} {r['load'][0]:.1f}→{r['load'][1]:.1f}")
             print("  " + " | ".join(rows[n][2:8]), flush=True)
-    note = f"Measured {datetime.date.today()} with `python scripts/task_results.py{' --only ' + args.only if args.only else ''}` on {machine()}."
+    note = (
+        f"Measured {datetime.date.today()} with `python scripts/task_results.py{' --only ' + args.only if args.only else ''}` on {machine()}; "
+        f"1-minute load average before→after each run: {', '.join(loads)}."
+    )
     update_doc(Path(args.out), rows, note)
     print(f"wrote {args.out}")
     return 0

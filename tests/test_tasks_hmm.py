@@ -60,18 +60,19 @@ def test_sequence_nll_is_minus_log_of_the_brute_force_probability(lo, hi):
     for L in range(lo, hi + 1):
         for obs in itertools.product(range(2), repeat=L):
             text = encode_obs(obs)
-            total, obs_nll, n_targets, n_obs = sequence_nll(TINY, text, lo, hi)
+            nll = sequence_nll(TINY, text, lo, hi)
             p_obs = brute_joint(TINY, obs)
-            assert n_targets == L + 1 and n_obs == L
-            assert obs_nll == pytest.approx(-math.log(p_obs), rel=1e-9)
-            assert total == pytest.approx(-math.log(p_length(L, lo, hi) * p_obs), rel=1e-9)
+            assert nll.n_targets == L + 1 and nll.n_obs == L and nll.n_answer == 0
+            assert nll.obs == pytest.approx(-math.log(p_obs), rel=1e-9)
+            assert nll.total == pytest.approx(-math.log(p_length(L, lo, hi) * p_obs), rel=1e-9)
             for states in itertools.product(range(2), repeat=L):
                 p_joint = brute_joint(TINY, obs, states)
                 if p_joint == 0:
                     continue
-                total_l, _, n_l, _ = sequence_nll(TINY, text + ">" + encode_states(states), lo, hi)
-                assert n_l == 2 * L + 2
-                assert total_l == pytest.approx(-math.log(p_length(L, lo, hi) * p_joint), rel=1e-9)
+                lab = sequence_nll(TINY, text + ">" + encode_states(states), lo, hi)
+                assert lab.n_targets == 2 * L + 2 and lab.n_answer == L + 1
+                assert lab.total == pytest.approx(-math.log(p_length(L, lo, hi) * p_joint), rel=1e-9)
+                assert lab.states == pytest.approx(-math.log(p_joint / p_obs), rel=1e-9)  # -log P(states | obs)
 
 
 def test_floor_is_the_exact_expected_loss_on_a_tiny_hmm():
@@ -80,7 +81,7 @@ def test_floor_is_the_exact_expected_loss_on_a_tiny_hmm():
     seqs = list(itertools.product(range(2), repeat=L))
     probs = np.array([brute_joint(TINY, s) for s in seqs])
     entropy_per_token = float(-(probs * np.log(probs)).sum()) / (L + 1)  # L observations + EOS (free)
-    per_seq = [sequence_nll(TINY, encode_obs(s), L, L)[0] / (L + 1) for s in seqs]
+    per_seq = [sequence_nll(TINY, encode_obs(s), L, L).total / (L + 1) for s in seqs]
     assert float(np.dot(probs, per_seq)) == pytest.approx(entropy_per_token, rel=1e-9)
     # and on sampled data the floor converges to it
     rng = random.Random(0)
@@ -141,3 +142,13 @@ def test_task_data_carries_the_floor(task):
     if task == "hmm_labelled":  # states are more predictable than observations, so the floor drops
         assert val["loss_floor"] < val["loss_floor_obs"]
         assert td.answer_sep == ">"
+
+
+def test_answer_only_floor_covers_the_states_and_eos():
+    dp = DataParams(task="hmm_labelled", min_len=8, max_len=8, n_train_samples=20, n_val_samples=30, n_test_samples=5, incl_intl_prob=False)
+    td = get_task_data(dp, seed=0)
+    parts = [sequence_nll(SEED_TABLES, t, 8, 8) for t in td.splits["val"]]
+    expected = sum(p.states for p in parts) / sum(9 for _ in parts)  # 8 states + EOS per sample
+    assert td.extras["val_stats"]["loss_floor"] == pytest.approx(expected)
+    full = get_task_data(DataParams(**{**dp.__dict__, "incl_intl_prob": True}), seed=0)
+    assert full.extras["val_stats"]["loss_floor"] != pytest.approx(expected)

@@ -14,6 +14,7 @@ from data.tasks_arithmetic import split_problem
 from data.vector_input import VectorTokenizer
 from model.lm import LM
 from model.model_params import ModelParams
+from train.errors import UserError
 from train.task_metrics import final_answer_accuracy, task_val_stats
 
 BASE = """
@@ -176,3 +177,37 @@ def test_tart_trains_beats_majority_and_logs_its_baselines(ws, monkeypatch):
     from train.evaluate import evaluate
 
     assert evaluate(lm, dm.val_dataloader())["loss:main"] == pytest.approx(results["val"]["loss:main"], rel=1e-5)
+
+
+def test_tart_datamodule_batches_and_show_sample(capsys):
+    dp = DataParams(task="tart", n_train_samples=10, n_val_samples=6, n_test_samples=4, n_positions=5, n_dims=3, max_seq_len=10)
+    dm = LMDataModule(dp, seed=0, batch_size=4)
+    assert isinstance(dm.tokenizer, VectorTokenizer) and dm.tokenizer.input_dim == 4
+    b = next(iter(dm.val_dataloader()))
+    assert b["x_vectors"].shape == (4, 10, 4) and b["y"].shape == (4, 5) and b["mask"].all()
+    assert torch.equal(b["x_vectors"][:, 1::2, 0], 2 * b["y"] - 1) and torch.all(b["x_vectors"][:, 0::2, 3] == 0)
+    assert dm.prompts() == [] and dm.show_sample(0, "val")
+    assert "x_vectors" in capsys.readouterr().out
+    with pytest.raises(UserError, match="max_seq_len"):
+        LMDataModule(DataParams(task="tart", n_positions=20, max_seq_len=32), seed=0)
+
+
+def test_results_script_rows_and_doc_update(tmp_path):
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("task_results", REPO / "scripts" / "task_results.py")
+    tr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tr)
+    run = {"results": {"val": {"loss:main": 1.5}, "wall_time_s": 12.0}, "last": {"stat/val_loss_floor": 1.25}, "total_s": 20.0, "steps": 100, "command": "python main.py --config=tasks-hmm --no-wandb"}
+    r = tr.row("hmm", run)
+    assert "1.2500" in r[2] and "+20.0 %" in r[4] and r[5] == "100"
+    doc = tmp_path / "tasks.md"
+    doc.write_text(f"# Tasks\n\nintro\n\n{tr.BEGIN}\n{tr.END}\n\nafter\n")
+    tr.update_doc(doc, {"hmm": r}, "note 1")
+    other = ["tart"] + r[1:]
+    tr.update_doc(doc, {"tart": other}, "note 2")  # keeps the hmm row, adds tart after it
+    text = doc.read_text()
+    assert text.startswith("# Tasks\n\nintro") and text.rstrip().endswith("after")
+    assert text.index("| hmm |") < text.index("| tart |") and "note 2" in text and "note 1" not in text
