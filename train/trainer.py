@@ -39,6 +39,7 @@ class LMTrainer(L.LightningModule):
         self.train_params = train_params
         self.train_stats: dict[str, list[tuple[int, int, int, Any]]] = {}
         self.stat_counter = 0
+        self._pending_stats: list[tuple[str, int]] = []  # (name, row) of values still held as tensors
         self.n_samples = 0  # training samples seen (all ranks)
         self._tokens_since_log = torch.zeros((), dtype=torch.long)
         self._val_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -58,7 +59,10 @@ class LMTrainer(L.LightningModule):
         """
         if isinstance(value, torch.Tensor):
             value = value.detach()
-        self.train_stats.setdefault(name, []).append((self.global_step, self.n_samples, self.stat_counter, value))
+        rows = self.train_stats.setdefault(name, [])
+        if isinstance(value, torch.Tensor):
+            self._pending_stats.append((name, len(rows)))
+        rows.append((self.global_step, self.n_samples, self.stat_counter, value))
         self.stat_counter += 1
         fx = self._current_fx_name
         if self._trainer is not None and fx is not None:  # inside a Lightning hook: also to the loggers
@@ -75,7 +79,8 @@ class LMTrainer(L.LightningModule):
 
     def flush_stats(self) -> dict[str, list[tuple[int, int, int, Any]]]:
         """Turn pending tensor values into floats (one sync for all of them) and return train_stats."""
-        pending = [(name, i) for name, rows in self.train_stats.items() for i, r in enumerate(rows) if isinstance(r[3], torch.Tensor)]
+        pending = [(n, i) for n, i in self._pending_stats if isinstance(self.train_stats[n][i][3], torch.Tensor)]
+        self._pending_stats = []
         if pending:
             values = torch.stack([self.train_stats[n][i][3].float().cpu() for n, i in pending]).tolist()
             for (name, i), v in zip(pending, values):
@@ -130,6 +135,7 @@ class LMTrainer(L.LightningModule):
         if saved is None:
             return
         self.train_stats = {k: [tuple(r) for r in rows] for k, rows in saved["train_stats"].items()}
+        self._pending_stats = []
         self.stat_counter = int(saved["stat_counter"])
         self.n_samples = int(saved["n_samples"])
         self._tokens_since_log = torch.tensor(int(saved["tokens_since_log"]), dtype=torch.long)
