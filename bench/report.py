@@ -58,14 +58,15 @@ def machine_info(s: Any) -> dict[str, Any]:
     return info
 
 
-def ratios(results: dict[str, Any]) -> dict[str, float]:
+def ratios(results: dict[str, Any], rate: str = "tokens_per_s") -> dict[str, float]:
+    """Contender ratios from one kind of rate: wall-clock `tokens_per_s` or `tokens_per_cpu_s`."""
     out: dict[str, float] = {}
-    tp = results.get("throughput", {}).get("tokens_per_s", {})
+    tp = results.get("throughput", {}).get(rate, {})
     for r in ("a/c", "a/d", "b/a", "b/d"):
         x, y = r.split("/")
         if tp.get(x) and tp.get(y):
             out[r] = tp[x] / tp[y]
-    smp = results.get("sampling", {}).get("tokens_per_s", {})
+    smp = results.get("sampling", {}).get(rate, {})
     for b in (1, 8):
         kv, rec, hf = smp.get(f"ours_kv@b{b}"), smp.get(f"ours_recompute@b{b}"), smp.get(f"hf_generate@b{b}")
         if kv and rec:
@@ -77,20 +78,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
 
 def cpu_ratios(results: dict[str, Any]) -> dict[str, float]:
     """The same ratios from process CPU time (steadier than the wall clock on a shared machine)."""
-    tp = results.get("throughput", {}).get("tokens_per_cpu_s", {})
-    out = {}
-    for r in ("a/c", "a/d", "b/a", "b/d"):
-        x, y = r.split("/")
-        if tp.get(x) and tp.get(y):
-            out[r] = tp[x] / tp[y]
-    smp = results.get("sampling", {}).get("tokens_per_cpu_s", {})
-    for b in (1, 8):
-        kv, rec, hf = smp.get(f"ours_kv@b{b}"), smp.get(f"ours_recompute@b{b}"), smp.get(f"hf_generate@b{b}")
-        if kv and rec:
-            out[f"kv/recompute@b{b}"] = kv / rec
-        if kv and hf:
-            out[f"ours/hf@b{b}"] = kv / hf
-    return out
+    return ratios(results, "tokens_per_cpu_s")
 
 
 def _met(ok: bool) -> str:
