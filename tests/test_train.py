@@ -99,3 +99,10 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
     assert all(a >= b for a, b in zip(f[10:100], f[11:100]))
     assert abs(f[100] - 0.1) < 1e-9 and abs(f[119] - 0.1) < 1e-9
     assert torch.tensor(f).min() >= 0.1 - 1e-9
+
+
+def test_progress_bar_stays_on_but_redraws_every_few_batches():
+    from train.run import PROGRESS_BAR_REFRESH, progress_bar
+
+    bar = progress_bar()
+    assert bar.is_enabled and bar.refresh_rate == PROGRESS_BAR_REFRESH > 1
