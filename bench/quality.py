@@ -61,7 +61,7 @@ class TrainClock:
 
 
 def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, get_lr
+    from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, train_step
     from data.dataloader import LMDataModule
     from bench.throughput import autocast
 
@@ -90,15 +90,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     sync()
     t0, c0 = time.perf_counter(), time.process_time()
     for it in range(iters):
-        for g in opt.param_groups:
-            g["lr"] = get_lr(it, 1e-3, 100, iters, 1e-4)
-        x, y = get_batch()
-        with autocast(s):
-            _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, model, opt, get_batch, it, iters, autocast(s))
     sync()
     ref_wall, ref_cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval()

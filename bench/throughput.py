@@ -163,7 +163,7 @@ def bare_loop(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, d
 
 
 def reference(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, dict[str, Any]]:
-    from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, get_lr
+    from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, train_step
 
     w = Windows(s)
     task = bench_data.register(s.size.vocab_size)
@@ -180,15 +180,7 @@ def reference(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, d
     model.train()
     it = 0
     while not w.done:
-        for g in opt.param_groups:
-            g["lr"] = get_lr(it, 1e-3, 100, w.total_steps, 1e-4)
-        x, y = get_batch()
-        with autocast(s):
-            _, loss = fwd(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, fwd, opt, get_batch, it, w.total_steps, autocast(s))
         it += 1
         w.tick()
     return w, {"n_params": sum(p.numel() for p in model.parameters()), "n_params_mfu": model.n_params(), "fused_adamw": fused}
