@@ -86,6 +86,14 @@ def histogram(rng: random.Random, dp: DataParams) -> str:
     return f"{s}>{''.join(str(min(s.count(c), 9)) for c in s)}"
 
 
+@registered(answer_sep=None)
+def repeat_random(rng: random.Random, dp: DataParams) -> str:
+    """xqfkxqfk: a random string written twice. The second copy is predictable only in context,
+    so the loss on it falls when induction heads form (configs/induction-heads.txt, docs/dynamics.md)."""
+    s = _random_input(rng, dp)
+    return s + s
+
+
 def generate_splits(task: SyntheticTask, dp: DataParams, seed: int) -> dict[str, list[str]]:
     """Seeded train/val/test samples; val and test never contain a train sample or each other's."""
     rng = random.Random(seed)

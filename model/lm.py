@@ -8,6 +8,7 @@ Both are read from the activation cache (`run_with_cache`, hook names in docs/ho
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -22,6 +23,8 @@ from model.objectives import objective_for
 from model.positional import make_pos_encoding
 from model.sampling import beam_search, check_sampling_args, generate, is_batch_of_prefixes, prefix_ids
 from model.transformer.transformer import Transformer
+
+warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")  # dim_ff_factor=0: attention-only
 
 
 class LM(nn.Module):

@@ -12,7 +12,7 @@ class ModelParams:
     dim: int = param(64, "model (residual stream) width")
     n_layers: int = param(2, "number of transformer layers")
     n_heads: int = param(4, "attention heads per layer; must divide dim")
-    dim_ff_factor: int = param(4, "feed-forward hidden width = dim_ff_factor * dim")
+    dim_ff_factor: int = param(4, "feed-forward hidden width = dim_ff_factor * dim; 0 = no feed-forward block (attention-only: only its output bias remains)")
     dropout: float = param(0.0, "dropout inside the layers and on the embeddings")
     activation: str = param("gelu", "feed-forward activation: 'gelu', 'relu' or 'gelu_tanh' (GPT-2's tanh approximation)", choices=("gelu", "relu", "gelu_tanh"))
     norm_first: bool = param(True, "pre-LayerNorm blocks (GPT-2 style) if True, post-LN if False")

@@ -107,6 +107,7 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     from train.guards import NonFiniteError, NonFiniteGuard
     from train.loggers import make_loggers
     from train.saving import check_free_space, check_writable, save_run
+    from train.snapshots import FOLDER as SNAPSHOTS, Snapshots, enabled as snapshots_enabled, summary as snapshot_summary
     from train.trainer import LMTrainer
 
     from train.distributed import env_rank_zero, final_model, plan_scaling, rank_seed_callback
@@ -180,6 +181,7 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
             write_state(state_dir, state, last_checkpoint_step=step)
 
     interrupt = InterruptFlag()
+    snapshots = [Snapshots(state_dir / SNAPSHOTS, rc.train)] if snapshots_enabled(rc.train) else []  # train/snapshots.py
     loggers = make_loggers(log_folder, opts.use_wandb, state["wandb_project"], state["wandb_run_name"], rc.as_dict(), wandb_id=state.get("wandb_id")) if rank0 else []
     trainer = L.Trainer(
         max_epochs=rc.train.epochs,
@@ -194,7 +196,7 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
         enable_model_summary=False,
         callbacks=[
             NonFiniteGuard(), ResumeState(dm.train_sampler), interrupt,
-            RunCheckpoint(ckpt_dir, rc.train.checkpoint_every_n_steps, interrupt, saved), rank_seed_callback(seed), progress_bar(),
+            RunCheckpoint(ckpt_dir, rc.train.checkpoint_every_n_steps, interrupt, saved), rank_seed_callback(seed), progress_bar(), *snapshots,
         ],
         plugins=[SafeCheckpointIO()],
         **plan.trainer_kwargs(),
@@ -240,8 +242,10 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     _finish_loggers(loggers)
     if run_dir is not None and trainer.is_global_zero:
         results = {"val_loss": val["loss:main"], "val": val, "n_params": n_params, "wall_time_s": wall, "timestamp": timestamp}
+        if snapshots and (kept := snapshot_summary(state_dir / SNAPSHOTS)):
+            results["checkpoints_over_training"] = kept
         params = {**rc.as_dict(), "seed": seed, "config_name": rc.config_name, "varying": rc.varying}
-        run_dir = save_run(run_dir, lm, params, train_stats, results, replace_incomplete=True)
+        run_dir = save_run(run_dir, lm, params, train_stats, results, replace_incomplete=True, carry=(SNAPSHOTS,))
         print(f"saved to {run_dir}", flush=True)
     else:
         shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -106,6 +106,7 @@ def save_run(
     results: dict[str, Any],
     extra: dict[str, Any] | None = None,
     replace_incomplete: bool = False,
+    carry: tuple[str, ...] = (),
 ) -> Path:
     """Write a complete run folder atomically; returns its final path.
 
@@ -128,6 +129,9 @@ def save_run(
     write_json(tmp / "versions.json", library_versions())
     for name, obj in (extra or {}).items():
         write_json(tmp / name, obj)
+    for name in carry:
+        if (run_dir / name).is_dir():
+            shutil.copytree(run_dir / name, tmp / name, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".*"))
     write_manifest(tmp)
     if run_dir.exists():
         if not replace_incomplete or (run_dir / MANIFEST).exists():
@@ -141,6 +145,13 @@ def save_run(
         return run_dir
     os.rename(tmp, run_dir)
     return run_dir
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def write_manifest(folder: Path) -> None:

@@ -82,11 +82,12 @@ RANGES: dict[str, Range] = {
     "TrainParams.devices": _r(1, 1024, also=(-1,)),  # -1 = all GPUs
     "TrainParams.num_nodes": _r(1, 4096),
     "TrainParams.checkpoint_every_n_steps": _r(0, INT_MAX),
+    "TrainParams.snapshot_max_mb": _r(0, FLOAT_MAX),
     # ModelParams
     "ModelParams.dim": _r(1, 2**16),
     "ModelParams.n_layers": _r(1, 4096),
     "ModelParams.n_heads": _r(1, 4096),
-    "ModelParams.dim_ff_factor": _r(1, 1024),
+    "ModelParams.dim_ff_factor": _r(0, 1024),  # 0: attention-only
     "ModelParams.dropout": _r(0, 1, open_hi=True),
     "ModelParams.layer_norm_eps": _r(0, 1, open_lo=True),
     "ModelParams.max_seq_len": _r(1, 2**24),
@@ -152,6 +153,9 @@ def run_problem(data: Any, train: Any, model: Any) -> str | None:
         return f"ModelParams.max_seq_len={model.max_seq_len} is shorter than DataParams.max_seq_len={data.max_seq_len}; raise the model's"
     if data.min_len > data.max_len:
         return f"DataParams.min_len={data.min_len} is larger than max_len={data.max_len}"
+    snapshots = train.snapshot_every_n_steps or train.snapshot_every_n_samples or train.snapshot_log_spaced
+    if snapshots and train.strategy == "fsdp":
+        return "checkpoints over training (TrainParams.snapshot_*) are not supported with strategy='fsdp' yet (sharded weights); use ddp or turn them off"
     need, n_params = estimate_train_bytes(data, train, model)
     if need > MAX_TRAIN_BYTES:
         return (
