@@ -99,13 +99,13 @@ class RunCheckpoints:
                 checkpoint_file(self.run_dir, n)
             ids = [n for n in ids if n in set(only)]
         self.ids: list[int] = ids
-        self._final, self.dataset, self.train_stats, self.params = load_run(self.run_dir, verify=verify)
+        self.final, self.dataset, self.train_stats, self.params = load_run(self.run_dir, verify=verify)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def load(self, n_samples: int) -> Any:
-        lm = _with_weights(self._final, checkpoint_file(self.run_dir, n_samples))
+        lm = _with_weights(self.final, checkpoint_file(self.run_dir, n_samples))
         lm.n_samples_seen = n_samples
         return lm
 
@@ -253,7 +253,7 @@ def show_head_progress(
             _, cache = lm.run_with_cache(ids, names_filter=f"blocks.{layer}.attn.hook_pattern")
         patterns.append(cache[f"blocks.{layer}.attn.hook_pattern"][0, head].float().cpu())
         ns.append(n)
-    labels = [repr(cps._final.tokenizer.token_str(int(i)))[1:-1] for i in cps._final.as_batch(x)[0]]
+    labels = [repr(cps.final.tokenizer.token_str(int(i)))[1:-1] for i in cps.final.as_batch(x)[0]]
     cols = min(max_cols, len(ns))
     rows = -(-len(ns) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows + 0.4), squeeze=False)
