@@ -14,6 +14,7 @@ GOALS = {  # name: (description, threshold, higher is better)
     "a/d": ("harness / nanoGPT-style reference", 1.0),
     "b/a": ("custom-transformer / torch-transformer", 0.9),
     "b/d": ("custom-transformer harness / reference (no goal; for reading a/d)", 0.0),
+    "a+snap/a": ("with / without checkpoints over training (train/snapshots.py)", 0.95),
     "kv/recompute@b1": ("KV cache / recompute, batch 1", 5.0),
     "kv/recompute@b8": ("KV cache / recompute, batch 8", 5.0),
     "ours/hf@b1": ("our KV sampling / HF generate, batch 1", 1.0),
@@ -62,7 +63,7 @@ def ratios(results: dict[str, Any], rate: str = "tokens_per_s") -> dict[str, flo
     """Contender ratios from one kind of rate: wall-clock `tokens_per_s` or `tokens_per_cpu_s`."""
     out: dict[str, float] = {}
     tp = results.get("throughput", {}).get(rate, {})
-    for r in ("a/c", "a/d", "b/a", "b/d"):
+    for r in ("a/c", "a/d", "b/a", "b/d", "a+snap/a"):
         x, y = r.split("/")
         if tp.get(x) and tp.get(y):
             out[r] = tp[x] / tp[y]
@@ -124,7 +125,7 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
                   f"peak = {tp['peak_tflops']} TFLOPS dense bf16. Goal ≥ {100 * MFU_GOAL:.0f} %."]
         cr = cpu_ratios(results)
         L += ["", "| ratio | measured (wall) | measured (CPU time) | goal | met |", "| --- | ---: | ---: | ---: | --- |"]
-        for k in ("a/c", "a/d", "b/a", "b/d"):
+        for k in ("a/c", "a/d", "b/a", "b/d", "a+snap/a"):
             if k in r:
                 desc, goal = GOALS[k]
                 met = _met(r[k] >= goal) if goal else ""

@@ -30,7 +30,9 @@ CONTENDERS = {
     "b": "harness, custom-transformer (Lightning)",
     "c": "bare PyTorch loop, same LM module and data",
     "d": "nanoGPT-style reference GPT, plain PyTorch",
+    "a+snap": "harness, torch-transformer, checkpoints over training (log-spaced + every 10 steps)",
 }
+SNAPSHOTS = {"snapshot_log_spaced": True, "snapshot_every_n_steps": 10}  # denser than most runs need: an upper bound on their cost
 COMPILED = {
     "a+compile": "harness, torch-transformer, TrainParams compile=True",
     "c+compile": "bare loop, torch.compile(lm.get_losses)",
@@ -216,6 +218,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         "b": lambda: harness(s, "custom-transformer"),
         "c": lambda: bare_loop(s),
         "d": lambda: reference(s),
+        "a+snap": lambda: harness(s, "torch-transformer", **SNAPSHOTS),
     }
     if s.compile_contenders:
         if harness_can_compile():

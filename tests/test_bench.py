@@ -21,7 +21,7 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
     results = payload["results"]
 
     tps = results["throughput"]["tokens_per_s"]
-    assert set(tps) == {"a", "b", "c", "d"}
+    assert set(tps) == {"a", "b", "c", "d", "a+snap"}
     info = results["throughput"]["info"]
     assert len({info[k]["n_params"] for k in "abcd"}) == 1, info  # one model size for every contender
     samplers = results["sampling"]["tokens_per_s"]
@@ -31,7 +31,7 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
     assert set(startup) == {"python_bare", "help", "dry_run"}
     for value in [*tps.values(), *results["throughput"]["tokens_per_cpu_s"].values(), *samplers.values(), *startup.values()]:
         assert math.isfinite(value) and value > 0
-    assert set(payload["ratios"]) >= {"a/c", "a/d", "b/a", "kv/recompute@b1", "ours/hf@b8"}
+    assert set(payload["ratios"]) >= {"a/c", "a/d", "b/a", "a+snap/a", "kv/recompute@b1", "ours/hf@b8"}
     assert payload["machine"]["threads"] == 1
 
     md = (out / "benchmarks.md").read_text()

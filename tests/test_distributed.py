@@ -180,6 +180,7 @@ print_sample_len=8
 accelerator="cpu"
 devices=1
 strategy="auto"
+snapshot_every_n_steps=4
 
 ModelParams
 dim=16
@@ -230,6 +231,11 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(ws, tmp_
     assert abs(res1["val_loss"] - res2["val_loss"]) < LOSS_TOL
     params = json.loads((runs[0] / "params.json").read_text())
     assert params["train"]["devices"] == 2 and params["train"]["strategy"] == "ddp"
+    # checkpoints over training: rank 0 writes them once, named by both ranks' samples, as one process would
+    from train.snapshots import FOLDER, checkpoint_ids
+
+    assert checkpoint_ids(runs[0]) == checkpoint_ids(one) == [128, 256, 384, 512]
+    assert sorted(p.name for p in (runs[0] / FOLDER).iterdir()) == ["128.safetensors", "256.safetensors", "384.safetensors", "512.safetensors", "index.json"]
 
 
 # --- torch.compile ------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from tests.conftest import REPO, Workspace
 from train import checkpointing
 from train.checkpointing import ResumableSampler, load_checkpoint_safely
+from train.snapshots import FOLDER
 
 BASE = """
 DataParams
@@ -42,6 +43,8 @@ n_print_samples=1
 print_sample_len=8
 checkpoint_every_n_steps={every}
 val_check_interval={val}
+snapshot_log_spaced=True
+snapshot_every_n_steps=9
 
 ModelParams
 dim=16
@@ -66,6 +69,11 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"weights differ: {different}"
+    snaps_a, snaps_b = sorted((a / FOLDER).glob("*.safetensors")), sorted((b / FOLDER).glob("*.safetensors"))
+    assert [p.name for p in snaps_a] == [p.name for p in snaps_b] and snaps_a, "the same checkpoints over training"
+    for pa, pb in zip(snaps_a, snaps_b):
+        ta, tb = load_file(pa), load_file(pb)
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), f"checkpoint over training {pa.name} differs"
     sa, sb = stats_without_time(a), stats_without_time(b)
     assert sa.keys() == sb.keys()
     for k in sa:
