@@ -55,6 +55,8 @@ def test_limits_by_count_and_by_disk_say_what_they_kept():
     assert len(by_disk.steps) == 3 and "snapshot_max_mb=3.5 holds 3" in by_disk.describe()
     samples = make_plan(TrainParams(snapshot_every_n_samples=100), 20, 32, 1000)  # 100 samples -> every 4 steps of 32
     assert samples.steps == [4, 8, 12, 16, 20]
+    both = make_plan(TrainParams(snapshot_every_n_samples=100, snapshot_every_n_steps=6), 20, 32, 1000)
+    assert both.steps == [4, 6, 8, 12, 16, 18, 20]
 
 
 def test_fsdp_with_snapshots_is_refused_before_training():

@@ -87,11 +87,8 @@ class Plan:
 
 
 def make_plan(tp: Any, total_steps: int, global_batch: int, bytes_each: int) -> Plan:
-    every = tp.snapshot_every_n_steps
-    if tp.snapshot_every_n_samples:
-        by_samples = max(1, math.ceil(tp.snapshot_every_n_samples / global_batch))
-        every = math.gcd(every, by_samples) if every else by_samples  # both given: the union's common grid
-    steps = planned_steps(total_steps, every, tp.snapshot_log_spaced)
+    by_samples = max(1, math.ceil(tp.snapshot_every_n_samples / global_batch)) if tp.snapshot_every_n_samples else 0
+    steps = sorted(set(planned_steps(total_steps, tp.snapshot_every_n_steps, tp.snapshot_log_spaced)) | set(planned_steps(total_steps, by_samples)))
     keep, limit = len(steps), None
     if tp.snapshot_max_count and tp.snapshot_max_count < keep:
         keep, limit = tp.snapshot_max_count, f"snapshot_max_count={tp.snapshot_max_count}"
