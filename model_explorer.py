@@ -22,10 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from dynamics import RunCheckpoints, Table, load_checkpoint, over_checkpoints, plot_over_checkpoints, show_head_progress  # noqa: F401
-from model.head_scores import best_head, head_scores, repeated_halves_loss, repeated_random_tokens  # noqa: F401
 from train.errors import UserError
-from train.snapshots import checkpoint_ids as _checkpoint_ids
+
+# Training dynamics (dynamics.py) and head scores (model/head_scores.py), importable from here;
+# loaded on first use so `import model_explorer` stays light.
+_REEXPORTS = {
+    **dict.fromkeys(("RunCheckpoints", "Table", "load_checkpoint", "over_checkpoints", "plot_over_checkpoints", "show_head_progress"), "dynamics"),
+    **dict.fromkeys(("best_head", "head_scores", "repeated_halves_loss", "repeated_random_tokens", "scores_from_patterns"), "model.head_scores"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REEXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_REEXPORTS[name]), name)
+    raise AttributeError(f"module 'model_explorer' has no attribute {name!r}")
 
 HERE = Path(__file__).resolve().parent
 TIMESTAMP_FORMAT = "%Y-%m-%d--%H-%M-%S"
@@ -117,6 +129,8 @@ def get_model_by_path(path: str | Path, verify: bool = True, checkpoint: int | s
     if not (path / "params.json").is_file():
         raise UserError(f"{path} is not a saved run folder (no params.json)")
     if checkpoint is not None:
+        from dynamics import load_checkpoint
+
         return load_checkpoint(path, checkpoint, verify=verify)
     return load_run(path, verify=verify)
 
@@ -128,11 +142,15 @@ def get_model_by_timestamp(timestamp: str, save_dir: str | Path | None = None, v
 
 def checkpoint_ids(timestamp: str | Path, save_dir: str | Path | None = None) -> list[int]:
     """Training samples seen at each checkpoint over training of a run, in order ([] if none were kept)."""
-    return _checkpoint_ids(_run_path(timestamp, save_dir))
+    from train.snapshots import checkpoint_ids as ids
+
+    return ids(_run_path(timestamp, save_dir))
 
 
-def get_all_checkpoints_by_timestamp(timestamp: str | Path, save_dir: str | Path | None = None, verify: bool = True) -> RunCheckpoints:
-    """A run's checkpoints over training as ordered (n_samples, lm) pairs, each loaded when reached."""
+def get_all_checkpoints_by_timestamp(timestamp: str | Path, save_dir: str | Path | None = None, verify: bool = True) -> Any:
+    """A run's checkpoints over training as ordered (n_samples, lm) pairs, each loaded when reached (`dynamics.RunCheckpoints`)."""
+    from dynamics import RunCheckpoints
+
     return RunCheckpoints(_run_path(timestamp, save_dir), verify=verify)
 
 
