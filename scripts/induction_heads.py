@@ -8,7 +8,7 @@ training samples seen (docs/dynamics.md).
 
 In-context loss: on held-out random strings written twice, the mean next-token loss on the
 second copy minus that on the first (about -log(26) = -3.26 nats for a perfect copier, 0 for
-a model that ignores the context). Induction score: model/head_scores.py (Olsson et al. 2022).
+a model that ignores the context), on strings of SEQ_LEN letters. Induction score: model/head_scores.py (Olsson et al. 2022).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SEQ_LEN = 12  # DataParams.min_len = max_len in configs/induction-heads.txt
+SEQ_LEN = 11  # length of the repeated strings measured on (configs/induction-heads.txt trains on 6..16)
 
 
 def measure(lm, tokens) -> dict[str, float]:
@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     jump_icl, jump_ind = first_crossing(xs, table.column("in_context_loss")), first_crossing(xs, table.column("best_induction_score"))
     last = table[-1]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    draw(table, args.out, f"2-layer attention-only transformer, repeat_random (26 symbols, strings of {SEQ_LEN})")
+    dp, mp = cps.params["data"], cps.params["model"]
+    draw(table, args.out, f"{mp['n_layers']}-layer attention-only transformer (dim {mp['dim']}, {mp['n_heads']} heads), repeat_random: "
+         f"{len(dp['alphabet'])} symbols, strings of {dp['min_len']}-{dp['max_len']}; measured at length {SEQ_LEN}")
     table.to_csv(args.out.with_suffix(".csv"))
     print(f"run: {run}")
     if train_s is not None:
