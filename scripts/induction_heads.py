@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     last = table[-1]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     dp, mp = cps.params["data"], cps.params["model"]
-    draw(table, args.out, f"{mp['n_layers']}-layer attention-only transformer (dim {mp['dim']}, {mp['n_heads']} heads), repeat_random: "
+    draw(table, args.out, f"{mp['n_layers']}-layer attention-only transformer (dim {mp['dim']}, {mp['n_heads']} heads)\nrepeat_random: "
          f"{len(dp['alphabet'])} symbols, strings of {dp['min_len']}-{dp['max_len']}; measured at length {SEQ_LEN}")
     table.to_csv(args.out.with_suffix(".csv"))
     print(f"run: {run}")
