@@ -183,10 +183,13 @@ def test_damaged_or_unsafe_checkpoint_is_refused(ws: Workspace, monkeypatch, cap
             return (os.system, (f"touch {marker}",))
 
     torch.save({"state_dict": {}, "evil": Evil()}, last)
-    (last.parent / "last.ckpt.sha256").unlink()  # not our file: no recorded hash, weights_only must stop it
+    (last.parent / "last.ckpt.sha256").unlink()  # not our file: no recorded hash, refused as unverified ...
     assert ws.main(f"--resume={state_dir}", "--no-wandb") == 2
     line = one_line_error(capsys)
-    assert "cannot load checkpoint" in line and "weights_only=True" in line and str(last) in line
+    assert "can't be verified" in line and "--allow-unverified" in line and str(last) in line
+    assert ws.main(f"--resume={state_dir}", "--no-wandb", "--allow-unverified") == 2  # ... and when allowed, weights_only stops it
+    line = one_line_error(capsys)
+    assert "cannot load checkpoint" and "weights_only=True" in line and str(last) in line
     assert not marker.exists(), "the pickle was executed"
 
 

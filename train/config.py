@@ -121,17 +121,41 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
         values = value if is_sweep else [value]
         if is_sweep and not values:
             raise UserError(f"{where}: {key}=[] is an empty list, so this config expands to no runs; give at least one value")
-        choices = field_choices(SECTIONS[section])[key]
         for v in values:
-            if not value_matches(v, tp):
-                raise UserError(f"{where}: {key}={v!r} has type {type(v).__name__}; expected {type_name(tp)}")
-            if choices and v not in choices:
-                raise UserError(f"{where}: {key}={v!r} is not one of {', '.join(map(repr, choices))}")
-            problem = field_problem(section, key, coerce(v, tp))
+            problem = value_problem(section, key, v)
             if problem:
                 raise UserError(f"{where}: {problem}")
         out[section][key] = ([coerce(v, tp) for v in values], is_sweep)
     return out
+
+
+def value_problem(section: str, key: str, v: Any) -> str | None:
+    """Why `v` can't be the value of `section.key` (type, allowed choices, range), or None."""
+    tp = field_types(SECTIONS[section])[key]
+    if not value_matches(v, tp):
+        return f"{key}={v!r} has type {type(v).__name__}; expected {type_name(tp)}"
+    choices = field_choices(SECTIONS[section])[key]
+    if choices and v not in choices:
+        return f"{key}={v!r} is not one of {', '.join(map(repr, choices))}"
+    return field_problem(section, key, coerce(v, tp))
+
+
+def check_run_values(data: Any, train: Any, model: Any, where: str) -> None:
+    """The parser's checks on parameters read back from a file (run_state.json, params.json)."""
+    for section, params in zip(SECTIONS, (data, train, model)):
+        for f in dataclasses.fields(params):
+            try:
+                problem = value_problem(section, f.name, getattr(params, f.name))
+            except TypeError as e:  # e.g. comparing a list with a number
+                problem = f"{f.name}={getattr(params, f.name)!r}: {e}"
+            if problem:
+                raise UserError(f"{where}: {section}.{problem}; the file was altered or written by other code")
+    try:
+        problem = run_problem(data, train, model)
+    except (TypeError, ValueError) as e:
+        problem = str(e)
+    if problem:
+        raise UserError(f"{where}: {problem}; the file was altered or written by other code")
 
 
 def _has_quoted_hash(line: str) -> bool:
