@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import difflib
 import itertools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ class RunConfig:
 def find_config_files(prefix: str, configs_dir: Path) -> list[Path]:
     if not prefix or "/" in prefix or "\\" in prefix:
         raise UserError(f"--config={prefix!r} must be a config name in {configs_dir} (without .txt)")
+    if any(c in prefix for c in "*?[]"):
+        raise UserError(f"--config={prefix!r} contains a wildcard; give one config name (NAME also runs every NAME-*.txt)")
     files = []
     exact = configs_dir / f"{prefix}.txt"
     if exact.is_file():
@@ -86,7 +89,7 @@ def _parse_value(raw: str, tp: Any, where: str, key: str) -> Any:
 def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]]:
     """section → key → (candidate values, was_a_list), validated against the dataclasses."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (some Windows editors) is not part of the first line
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file; config files hold 'key=value' lines") from None
     out: dict[str, dict[str, tuple[list[Any], bool]]] = {s: {} for s in SECTIONS}
@@ -137,11 +140,16 @@ def value_problem(section: str, key: str, v: Any) -> str | None:
     choices = field_choices(SECTIONS[section])[key]
     if choices and v not in choices:
         return f"{key}={v!r} is not one of {', '.join(map(repr, choices))}"
-    return field_problem(section, key, coerce(v, tp))
+    # an int given for a float field is judged (and described) as a number
+    as_float = isinstance(v, int) and not isinstance(v, bool) and value_matches(0.5, tp) and int not in (typing.get_args(tp) or (tp,))
+    return field_problem(section, key, float(v) if as_float else coerce(v, tp))
 
 
-def check_run_values(data: Any, train: Any, model: Any, where: str) -> None:
-    """The parser's checks on parameters read back from a file (run_state.json, params.json)."""
+def check_run_values(data: Any, train: Any, model: Any, where: str, for_training: bool = True) -> None:
+    """The parser's checks on parameters read back from a file (run_state.json, params.json).
+
+    `for_training=False` (loading a saved model) skips the training-memory estimate.
+    """
     for section, params in zip(SECTIONS, (data, train, model)):
         for f in dataclasses.fields(params):
             try:
@@ -151,7 +159,7 @@ def check_run_values(data: Any, train: Any, model: Any, where: str) -> None:
             if problem:
                 raise UserError(f"{where}: {section}.{problem}; the file was altered or written by other code")
     try:
-        problem = run_problem(data, train, model)
+        problem = run_problem(data, train, model, check_memory=for_training)
     except (TypeError, ValueError) as e:
         problem = str(e)
     if problem:
@@ -178,6 +186,8 @@ def _strip_comment(line: str) -> str:
 
 def expand_config_file(path: Path, task: str | None = None) -> list[RunConfig]:
     parsed = parse_config_file(path)
+    if not any(parsed.values()):
+        raise UserError(f"{path}: no settings (empty, or only comments); write key=value lines under DataParams/TrainParams/ModelParams, e.g. task=\"copy\"")
     axes = [(s, k, vals) for s, keys in parsed.items() for k, (vals, _) in keys.items()]
     swept = [(s, k) for s, keys in parsed.items() for k, (vals, is_sweep) in keys.items() if is_sweep]
     n_runs = 1

@@ -229,7 +229,7 @@ def load_run(run_dir: str | Path, verify: bool = True):
         tp = _params_from(TrainParams, params["train"])
     except TypeError as e:
         raise _fits(ppath, "does not hold valid parameters", e) from None
-    check_run_values(dp, tp, mp, where=str(ppath))
+    check_run_values(dp, tp, mp, where=str(ppath), for_training=False)
     seed = params.get("seed", 0)
     expect(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32, ppath, "a valid seed", "copy the run again or retrain it")
     read_json_dict(tpath, "copy the run again or retrain it")
