@@ -132,12 +132,13 @@ def record_in_index(root: Path, identity: str, state_dir: Path, describe: str) -
         where = str(Path(state_dir).resolve().relative_to(Path(root).resolve()))
     except ValueError:  # outside the root (an edited Namer): stays absolute
         where = str(Path(state_dir).resolve())
-    write_json_atomic(folder / f"{identity}.json", {"state_dir": where, "run": describe})
+    write_json_atomic(folder / f"{identity}.json", with_checksum({"state_dir": where, "run": describe}))
 
 
 def _entry_folder(root: Path, entry: Path) -> Path:
     fix = f"delete it to run that run afresh, or continue the run alone with --resume=FOLDER"
     obj = read_json_dict(entry, fix)
+    check_checksum(obj, entry, fix)
     expect(isinstance(obj.get("state_dir"), str) and obj["state_dir"] != "", entry, "a run folder", fix)
     where = Path(obj["state_dir"])
     return where if where.is_absolute() else Path(root) / where
