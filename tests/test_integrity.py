@@ -320,3 +320,30 @@ def test_moved_run_in_progress_resumes_exactly(trained, tmp_path, capsys):
     (run,) = [p.parent for p in saves.rglob("manifest.json")]
     assert_same_run(run, trained.saved)
     assert str(trained.ws.saves) not in (run / "params.json").read_text()
+
+
+def test_checkpoint_replaced_by_a_folder_is_refused(trained, tmp_path, capsys):
+    saves = tmp_path / "saves"
+    shutil.copytree(trained.snapshot, saves)
+    state = _in_progress(saves)
+    ckpt = state / "checkpoints" / "last.ckpt"
+    ckpt.unlink()
+    ckpt.mkdir()
+    assert trained.ws.main(f"--resume={state}", f"--save-dir={saves}", f"--log-dir={tmp_path / 'logs'}", "--no-wandb") == 2
+    line = one_error(capsys)
+    assert "is a folder, not a file" in line and "disk" not in line
+
+
+def test_copied_save_dir_is_judged_by_its_own_runs(trained, tmp_path, capsys):
+    """A finished save dir copied elsewhere (the original then deleted): --resume skips its runs, the report lists each once."""
+    original = tmp_path / "original"
+    shutil.copytree(trained.ws.saves, original)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    args = ("--config=m", "--save", "--resume", "--no-wandb", f"--save-dir={copy}", f"--log-dir={tmp_path / 'logs'}")
+    assert trained.ws.main(*args) == 0
+    out = capsys.readouterr().out
+    assert "skipped, already finished" in out and str(copy) in out and "report of 1 run(s)" in out
+    (md,) = copy.glob("m/report.md")
+    assert "1 run(s)" in md.read_text()
