@@ -89,7 +89,10 @@ class RunLocks:
         lock = Path(folder) / LOCK
         mine = _me()
         tmp = lock.with_name(f"{LOCK}.{mine['pid']}.tmp")
-        tmp.write_text(json.dumps(mine))
+        try:
+            tmp.write_text(json.dumps(mine))
+        except OSError as e:
+            raise UserError(f"cannot lock the run in {folder}: {e.strerror or e}; make the folder writable") from None
         try:
             for _ in range(5):
                 try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from train.errors import UserError
-from train.integrity import expect, read_json, read_json_dict, sha256_file, verify_files
+from train.integrity import expect, read_json_dict, sha256_file, verify_files
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
