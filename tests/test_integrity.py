@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tests.conftest import Workspace
+from tests.test_locks import other_process, write_lock  # noqa: F401  (other_process is a fixture)
 from tests.test_resume import assert_same_run, config
 from train import checkpointing
 from train.errors import UserError
@@ -347,3 +348,15 @@ def test_copied_save_dir_is_judged_by_its_own_runs(trained, tmp_path, capsys):
     assert "skipped, already finished" in out and str(copy) in out and "report of 1 run(s)" in out
     (md,) = copy.glob("m/report.md")
     assert "1 run(s)" in md.read_text()
+
+
+def test_second_process_on_a_run_in_progress_stops_at_once(trained, tmp_path, other_process, capsys):
+    saves = tmp_path / "saves"
+    shutil.copytree(trained.snapshot, saves)
+    (state,) = [p.parent for p in saves.rglob("run_state.json")]
+    write_lock(state, other_process)
+    before = (state / "run_state.json").read_bytes()
+    rc = trained.ws.main(f"--resume={state}", f"--save-dir={saves}", f"--log-dir={tmp_path / 'logs'}", "--no-wandb")
+    line = one_error(capsys)
+    assert rc == 2 and f"process {other_process}" in line and str(state) in line
+    assert (state / "run_state.json").read_bytes() == before, "the holder's state is untouched"

@@ -4,17 +4,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, Workspace
-from tests.test_integrity import one_error, trained  # noqa: F401  (the session's tiny run)
 from tests.test_resume import config, sub_env
 from train.errors import UserError
 from train.locks import LOCK, RunLocks, claim_folder
@@ -70,18 +67,6 @@ def test_stale_lock_is_taken_over_and_released(tmp_path, capsys):
         locks.acquire(tmp_path)  # the same process again: fine
     assert "took over" in capsys.readouterr().out
     assert not (tmp_path / LOCK).exists() and not list(tmp_path.iterdir()), "released, no temporary files left"
-
-
-def test_second_process_on_a_run_in_progress_stops_at_once(trained, tmp_path, other_process, capsys):  # noqa: F811
-    saves = tmp_path / "saves"
-    shutil.copytree(trained.snapshot, saves)
-    (state,) = [p.parent for p in saves.rglob("run_state.json")]
-    write_lock(state, other_process)
-    before = (state / "run_state.json").read_bytes()
-    rc = trained.ws.main(f"--resume={state}", f"--save-dir={saves}", f"--log-dir={tmp_path / 'logs'}", "--no-wandb")
-    line = one_error(capsys)
-    assert rc == 2 and f"process {other_process}" in line and str(state) in line
-    assert (state / "run_state.json").read_bytes() == before, "the holder's state is untouched"
 
 
 def test_concurrent_identical_runs_all_finish_with_their_own_folders(tmp_path):
