@@ -56,16 +56,20 @@ def test_run_bigger_than_this_machine_is_refused_with_the_estimate(ws: Workspace
     assert ws.main("--config=small", "--dry-run") == 0
     monkeypatch.setattr(train.validate, "machine_memory_bytes", lambda: 2**20)  # 1 MiB
     capsys.readouterr()
-    assert "this machine has 0.0 GiB" in refused(ws, capsys, "--config=small", "--dry-run")
+    assert "this machine has 1 MiB" in refused(ws, capsys, "--config=small", "--dry-run")
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/meminfo"), reason="Linux only")
-def test_memory_estimate_uses_this_machines_physical_memory():
-    import os
-
+def test_memory_figure_is_physical_memory_or_a_lower_container_limit(tmp_path, monkeypatch):
+    import train.validate
     from train.validate import machine_memory_bytes
 
     with open("/proc/meminfo") as f:
-        total_kib = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
-    assert abs(machine_memory_bytes() - total_kib * 1024) < 0.05 * total_kib * 1024
-    assert os.sysconf("SC_PHYS_PAGES") > 0
+        total = int(next(line for line in f if line.startswith("MemTotal:")).split()[1]) * 1024
+    unlimited, limited = tmp_path / "unlimited", tmp_path / "limited"
+    unlimited.write_text("max\n")
+    limited.write_text(f"{2**30}\n")
+    monkeypatch.setattr(train.validate, "CGROUP_LIMIT_FILES", (str(unlimited),))
+    assert abs(machine_memory_bytes() - total) < 0.05 * total
+    monkeypatch.setattr(train.validate, "CGROUP_LIMIT_FILES", (str(unlimited), str(limited)))
+    assert machine_memory_bytes() == 2**30

@@ -147,16 +147,29 @@ def estimate_train_bytes(data: Any, train: Any, model: Any) -> tuple[int, int]:
     return weights + acts + data_bytes, n_params
 
 
+CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
+
+
 def machine_memory_bytes() -> int | None:
-    """Physical memory of this machine (what /proc/meminfo calls MemTotal), None where the OS won't say."""
+    """Memory this process may use: physical memory (MemTotal), or a container's cgroup limit when lower.
+
+    None where the OS won't say (the check is then skipped).
+    """
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        total: int | None = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
-        return None
+        total = None
+    for path in CGROUP_LIMIT_FILES:
+        try:
+            limit = int(open(path).read().strip())  # "max" (no limit) fails here
+        except (OSError, ValueError):
+            continue
+        total = limit if total is None else min(total, limit)
+    return total
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB"
+def _size(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
 
 
 def run_problem(data: Any, train: Any, model: Any, check_memory: bool = True) -> str | None:
@@ -183,8 +196,8 @@ def run_problem(data: Any, train: Any, model: Any, check_memory: bool = True) ->
     have = machine_memory_bytes()
     if have is not None and need > have:
         return (
-            f"this run would need about {_gib(need)} to train (estimate: {n_params:,} parameters x 16 bytes for weights, gradients and "
+            f"this run would need about {_size(need)} to train (estimate: {n_params:,} parameters x 16 bytes for weights, gradients and "
             f"AdamW state, plus activations for batch_size={train.batch_size} x max_seq_len={data.max_seq_len}, plus the data), but this "
-            f"machine has {_gib(have)} of memory; lower dim, n_layers, batch_size or max_seq_len"
+            f"machine has {_size(have)} of memory; lower dim, n_layers, batch_size or max_seq_len"
         )
     return None
