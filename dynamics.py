@@ -26,20 +26,14 @@ Checkpoint = int | str  # samples seen, or "final"
 # --- loading ------------------------------------------------------------------------------
 def _verify_files(run_dir: Path, rels: Sequence[str]) -> None:
     """Check just the files a load reads against manifest.json (a run may hold many checkpoints)."""
-    from train.saving import MANIFEST, sha256
+    from train.integrity import read_manifest, verify_files
+    from train.saving import MANIFEST, REQUIRED
 
-    mpath = run_dir / MANIFEST
-    if not mpath.is_file():
-        raise UserError(f"{run_dir} has no {MANIFEST}: not a complete saved run")
-    manifest = json.loads(mpath.read_text())
+    listed = read_manifest(run_dir, MANIFEST, REQUIRED) if (run_dir / MANIFEST).is_file() else {}
     for rel in rels:
-        p = run_dir / rel
-        if rel not in manifest:
-            raise UserError(f"{p} is not listed in {mpath} (added after saving?)")
-        if not p.is_file():
-            raise UserError(f"{p} is missing from the saved run (listed in {MANIFEST})")
-        if p.stat().st_size != manifest[rel]["bytes"] or sha256(p) != manifest[rel]["sha256"]:
-            raise UserError(f"{p} does not match its size/sha256 in {MANIFEST} (truncated or altered after saving)")
+        if listed and rel not in listed:
+            raise UserError(f"{run_dir / rel} is not listed in {run_dir / MANIFEST} (added after saving?)")
+    verify_files(run_dir, MANIFEST, REQUIRED, only=tuple(rels))
 
 
 def load_checkpoint(run_dir: str | Path, checkpoint: Checkpoint = "final", verify: bool = True) -> tuple[Any, Any, dict[str, list], dict[str, Any]]:
