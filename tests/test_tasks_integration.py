@@ -10,12 +10,12 @@ import torch
 
 from data.data_params import DataParams
 from data.dataloader import LMDataModule
-from data.tasks_arithmetic import split_problem
+from data.tasks.arith import final_answer_accuracy, split_problem
 from data.vector_input import VectorTokenizer
 from model.lm import LM
 from model.model_params import ModelParams
 from train.errors import UserError
-from train.task_metrics import final_answer_accuracy, task_val_stats
+from train.task_metrics import task_val_stats
 
 BASE = """
 DataParams

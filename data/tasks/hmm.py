@@ -39,8 +39,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
 
-from data.data_params import DataParams
+from typing import TYPE_CHECKING
+
 from data.syntheticdata import registered
+from data.task_registry import task_settings
+from train.params_base import param
+
+if TYPE_CHECKING:
+    from data.data_params import DataParams
 
 OBS_SYMBOLS = "abcdefghijklmnopqrstuvwxyz"
 STATE_SYMBOLS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -89,6 +95,16 @@ class HMMTables:
 
 
 SEED_TABLES = HMMTables(SEED_INITIAL, SEED_TRANSITION, SEED_EMISSION)
+
+
+@task_settings
+class HMMSettings:
+    """`hmm` / `hmm_labelled` settings (DataParams); sequence lengths come from min_len/max_len."""
+
+    hmm_random_tables: bool = param(False, "hmm tasks: draw random HMM tables (Dirichlet rows) instead of the seed's fixed 3-state/5-observation weather tables")
+    hmm_n_states: int = param(3, "hmm tasks with hmm_random_tables: number of hidden states")
+    hmm_n_obs: int = param(5, "hmm tasks with hmm_random_tables: number of observation symbols")
+    hmm_table_seed: int = param(0, "hmm tasks with hmm_random_tables: seed of the random tables (fixed across splits and runs)")
 
 
 def random_tables(n_states: int, n_obs: int, seed: int, concentration: float = 1.0) -> HMMTables:

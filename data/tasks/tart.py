@@ -21,16 +21,42 @@ except for the hard majority vote, `_bce`.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from data.data_params import DataParams
+from data.task_registry import task_settings
 from data.tasks import TaskData, text_source
+from train.params_base import param
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from data.data_params import DataParams
+
+
+class _LazyNumpy:
+    """numpy, imported on first use: every task file is imported by `main.py --help`, which must stay fast."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("numpy"), name)
+
+
+if not TYPE_CHECKING:
+    np = _LazyNumpy()
 
 SPLITS = ("train", "val", "test")
 OBJECTIVE = "in_context_bce"
+
+
+@task_settings
+class TartSettings:
+    """`tart` settings (DataParams): in-context logistic regression on vectors."""
+
+    n_positions: int = param(32, "tart: (x, y) pairs per sequence")
+    n_dims: int = param(8, "tart: dimension of each x")
+    weight_multiplier: float = param(5.0, "tart: scale alpha of the logistic weights (std of w.x); larger = less label noise")
+    variable_noise: bool = param(False, "tart: draw alpha per sequence uniformly from [1, weight_multiplier]")
 
 
 @dataclass
