@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from train.resume import RunFailed, RunInterrupted
 HERE = Path(__file__).resolve().parent
 CONFIGS_DIR = HERE / "configs"
 MAIN_PROJ = "base"  # prefix of every wandb project and save folder; change it to mark a set of experiments
-wandb_username = None  # your wandb entity, or None for your default one
+wandb_username = None  # your wandb entity (user or team), or None for your default one; sets $WANDB_ENTITY
 
 
 @dataclass
@@ -234,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("the following arguments are required: --config (or --resume=RUN)")
+    if wandb_username:  # wandb reads the entity from the environment; an explicit $WANDB_ENTITY wins
+        os.environ.setdefault("WANDB_ENTITY", wandb_username)
     try:
         return run_all(args)
     except UserError as e:

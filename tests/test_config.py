@@ -1,6 +1,8 @@
 """Config files: sections, literals, sweeps, prefixes, and one-line errors with exit code 2."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from train.config import expand_config_file, load_runs
@@ -149,3 +151,25 @@ def test_every_param_has_default_and_help():
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
             assert hasattr(instance, f.name)
+
+
+def test_wandb_username_in_main_sets_the_wandb_entity(ws, monkeypatch):
+    """The seed's `wandb_username` line in main.py reaches wandb (as $WANDB_ENTITY); an explicit env var wins."""
+    import main
+
+    ws.write_config("t")
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    monkeypatch.setattr(main, "wandb_username", "my-team")
+    assert ws.main("--config=t", "--dry-run") == 0
+    assert os.environ["WANDB_ENTITY"] == "my-team"
+    monkeypatch.setenv("WANDB_ENTITY", "other")
+    assert ws.main("--config=t", "--dry-run") == 0
+    assert os.environ["WANDB_ENTITY"] == "other"
+
+
+def test_unknown_task_names_the_folder_it_would_read():
+    from data.tasks import check_task
+
+    with pytest.raises(UserError, match=r"or put copyy/data\.txt under the folder named in data-path\.txt") as e:
+        check_task("copyy")
+    assert "did you mean copy" in str(e.value)

@@ -25,7 +25,6 @@ from train.train_params import TrainParams
 from train.validate import field_problem, run_problem
 
 SECTIONS: dict[str, type] = {"DataParams": DataParams, "TrainParams": TrainParams, "ModelParams": ModelParams}
-GROUP_OF_SECTION = {"DataParams": "data", "TrainParams": "train", "ModelParams": "model"}
 MAX_RUNS = 10_000
 
 
