@@ -22,9 +22,8 @@ from model.model_params import ModelParams
 from train.errors import UserError
 from train.params_base import coerce, field_choices, field_types, type_name, value_matches
 from train.train_params import TrainParams
-from train.validate import field_problem, run_problem
+from train.validate import SECTIONS, field_problem, run_problem
 
-SECTIONS: dict[str, type] = {"DataParams": DataParams, "TrainParams": TrainParams, "ModelParams": ModelParams}
 MAX_RUNS = 10_000
 
 

@@ -1,25 +1,93 @@
 """Shared machinery for the three parameter dataclasses (torch-free: `main.py --help` stays fast).
 
-Every field is declared with `param(default, "one-line help")`, so the config parser, `--help`
-and the docs all read the same source of truth.
+Every field is declared with `param(default, "one-line help", choices=..., min=..., max=...)`:
+its type (the annotation), default, allowed values, range and help live there and nowhere else,
+so the config parser (`train/config.py`, `train/validate.py`), `main.py --help` and the docs all
+read the same source of truth.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
+
+INT_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 1  # numpy's limit
+FLOAT_MAX = 1e9
+
+Choices = typing.Union[tuple, Callable[[], typing.Iterable], None]  # a callable: read from a registry when asked
 
 
-def param(default: Any, help: str, choices: tuple | None = None) -> Any:
-    """A dataclass field with a default, a one-line help string and optionally its allowed values."""
-    meta = {"help": help, "choices": choices}
+@dataclass(frozen=True)
+class Range:
+    """Allowed numeric values: lo..hi (each end open or closed), plus `also` (e.g. -1 = "off")."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    open_lo: bool = False  # lo itself excluded
+    open_hi: bool = False
+    also: tuple = ()
+
+    def contains(self, v: float) -> bool:
+        if v in self.also:
+            return True
+        above = v > self.lo if self.open_lo else v >= self.lo
+        below = v < self.hi if self.open_hi else v <= self.hi
+        return above and below
+
+    def describe(self, kind: str) -> str:
+        parts = []
+        if self.lo != -math.inf:
+            parts.append(f"> {_num(self.lo)}" if self.open_lo else f">= {_num(self.lo)}")
+        if self.hi != math.inf:
+            parts.append(f"< {_num(self.hi)}" if self.open_hi else f"<= {_num(self.hi)}")
+        extra = "".join(f" or {a}" for a in self.also)
+        return f"{kind} {' and '.join(parts)}{extra}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+def param(
+    default: Any,
+    help: str,
+    choices: Choices = None,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    also: tuple = (),
+) -> Any:
+    """A dataclass field: default, one-line help, allowed values (`choices`: a tuple, or a callable
+    reading a registry) and range (`min`/`max` inclusive, `gt`/`lt` exclusive, `also` extra values).
+
+    Numbers without a range get a generic one in `train/validate.py` (finite, non-negative ints).
+    """
+    rng = None
+    if (min, max, gt, lt) != (None,) * 4:
+        lo, hi = (gt if gt is not None else min), (lt if lt is not None else max)
+        rng = Range(-math.inf if lo is None else lo, math.inf if hi is None else hi, gt is not None, lt is not None, tuple(also))
+    meta = {"help": help, "choices": choices, "range": rng}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
 def field_choices(cls: type) -> dict[str, tuple | None]:
-    return {f.name: f.metadata.get("choices") for f in dataclasses.fields(cls)}
+    """Allowed values per field (None: any value of the type); callables are asked now."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        c = f.metadata.get("choices")
+        out[f.name] = tuple(c()) if callable(c) else c
+    return out
+
+
+def field_range(cls: type, name: str) -> Range | None:
+    return next((f.metadata.get("range") for f in dataclasses.fields(cls) if f.name == name), None)
 
 
 def field_help(cls: type) -> dict[str, str]:

@@ -42,7 +42,7 @@ class ArithSettings:
     """`arith` settings (DataParams); names follow the semantic-blotching generator."""
 
     max_num: int = param(20, "arith: largest number in a problem (inclusive; numbers start at 0)")
-    max_ents: int = param(3, "arith: most entities in a problem (>= 2); a parenthetical counts as one and holds at most max_ents-1")
+    max_ents: int = param(3, "arith: most entities in a problem (>= 2); a parenthetical counts as one and holds at most max_ents-1", min=2)
     p_mult: float = param(0.3, "arith: probability that an operator is '*' rather than '+'")
     max_mult_num: int = param(9, "arith: largest number that may stand next to a '*'")
     p_paren: float = param(0.2, "arith: probability that an entity is a parenthetical sub-problem")

@@ -102,8 +102,8 @@ class HMMSettings:
     """`hmm` / `hmm_labelled` settings (DataParams); sequence lengths come from min_len/max_len."""
 
     hmm_random_tables: bool = param(False, "hmm tasks: draw random HMM tables (Dirichlet rows) instead of the seed's fixed 3-state/5-observation weather tables")
-    hmm_n_states: int = param(3, "hmm tasks with hmm_random_tables: number of hidden states")
-    hmm_n_obs: int = param(5, "hmm tasks with hmm_random_tables: number of observation symbols")
+    hmm_n_states: int = param(3, "hmm tasks with hmm_random_tables: number of hidden states", min=1, max=26)
+    hmm_n_obs: int = param(5, "hmm tasks with hmm_random_tables: number of observation symbols", min=1, max=26)
     hmm_table_seed: int = param(0, "hmm tasks with hmm_random_tables: seed of the random tables (fixed across splits and runs)")
 
 

@@ -53,9 +53,9 @@ OBJECTIVE = "in_context_bce"
 class TartSettings:
     """`tart` settings (DataParams): in-context logistic regression on vectors."""
 
-    n_positions: int = param(32, "tart: (x, y) pairs per sequence")
-    n_dims: int = param(8, "tart: dimension of each x")
-    weight_multiplier: float = param(5.0, "tart: scale alpha of the logistic weights (std of w.x); larger = less label noise")
+    n_positions: int = param(32, "tart: (x, y) pairs per sequence", min=1)
+    n_dims: int = param(8, "tart: dimension of each x", min=1)
+    weight_multiplier: float = param(5.0, "tart: scale alpha of the logistic weights (std of w.x); larger = less label noise", gt=0)
     variable_noise: bool = param(False, "tart: draw alpha per sequence uniformly from [1, weight_multiplier]")
 
 
