@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from train.config import RunConfig, load_runs
+from train.config import RunConfig, load_runs, settings_help
 from train.errors import UserError
 from train.resume import RunFailed, RunInterrupted
 
@@ -72,10 +72,17 @@ ABLATIONS: dict[str, Callable[[RunConfig], RunConfig]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    def format_help(self) -> str:
+        self.epilog = settings_help()  # every config key, from the dataclasses; built only when --help asks
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="main.py",
         description="Train decoder-only transformer LMs on the runs described by configs/NAME.txt (and configs/NAME-*.txt).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default=None, help="config name in configs/ without .txt; also runs every NAME-*.txt (required unless --resume=RUN)")
     p.add_argument("--configs-dir", default=str(CONFIGS_DIR), help="folder holding the config files (default: configs/ in this repo)")

@@ -115,6 +115,6 @@ def with_task_settings(core: type) -> type:
     return cls
 
 
-def settings_owner(cls: type) -> dict[str, str]:
-    """Field name → the task module that declared it (for `--help` and the docs)."""
-    return {f.name: s.__module__ for s in TASK_SETTINGS for f in dataclasses.fields(s)} if cls else {}
+def settings_owner() -> dict[str, str]:
+    """DataParams field name → the task module that declared it (for `main.py --help`)."""
+    return {f.name: s.__module__ for s in TASK_SETTINGS for f in dataclasses.fields(s)}

@@ -173,3 +173,21 @@ def test_unknown_task_names_the_folder_it_would_read():
     with pytest.raises(UserError, match=r"or put copyy/data\.txt under the folder named in data-path\.txt") as e:
         check_task("copyy")
     assert "did you mean copy" in str(e.value)
+
+
+def test_help_lists_every_config_key_by_section_from_the_dataclasses():
+    import dataclasses
+
+    import main
+    from train.config import SECTIONS
+
+    text = main.build_parser().format_help()
+    starts = [text.index(f"\n{section}\n") for section in SECTIONS]
+    assert starts == sorted(starts)
+    for i, (section, cls) in enumerate(SECTIONS.items()):
+        block = text[starts[i] : starts[i + 1] if i + 1 < len(starts) else len(text)]
+        for f in dataclasses.fields(cls):
+            assert f"\n  {f.name} (" in block, (section, f.name)
+    assert "precision (str; default '32-true'; one of '32-true', 'bf16-mixed', '16-mixed', '64-true')" in text
+    assert "-- task file data/tasks/hmm.py --" in text
+    assert "hmm_n_states (int; default 3; >= 1 and <= 26): hmm tasks" in " ".join(text.split())

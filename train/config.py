@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from data.data_params import DataParams
+from data.task_registry import settings_owner
 from model.model_params import ModelParams
 from train.errors import UserError
 from train.params_base import coerce, field_choices, field_types, type_name, value_matches
@@ -188,3 +189,29 @@ def load_runs(prefix: str, configs_dir: Path, task: str | None = None) -> list[R
     if not runs:
         raise UserError(f"--config={prefix} expands to no runs")
     return runs
+
+
+def settings_help(width: int = 100) -> str:
+    """Every config key by section: type, default, choices, range and help, read from the dataclasses."""
+    import textwrap
+
+    owner = settings_owner()
+    lines = ["config keys (key=value lines under each section header of configs/NAME.txt):"]
+    for section, cls in SECTIONS.items():
+        lines.append(f"\n{section}")
+        heading = None
+        types, all_choices = field_types(cls), field_choices(cls)
+        for f in dataclasses.fields(cls):
+            if owner.get(f.name, section) != heading and f.name in owner:
+                heading = owner[f.name]
+                lines.append(f"  -- task file {heading.replace('.', '/')}.py --")
+            tp, choices, rng = types[f.name], all_choices[f.name], f.metadata.get("range")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            facts = [type_name(tp), f"default {default!r}"]
+            if choices:
+                facts.append("one of " + ", ".join(map(repr, choices)))
+            if rng:
+                facts.append(rng.describe("").strip())
+            text = f"{f.name} ({'; '.join(facts)}): {f.metadata.get('help', '')}"
+            lines.append(textwrap.fill(text, width, initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines)
