@@ -37,6 +37,12 @@ class Range:
         below = v < self.hi if self.open_hi else v <= self.hi
         return above and below
 
+    def within(self, outer: Range) -> Range:
+        """This range with a missing end (infinite) taken from `outer` (e.g. the generic int ceiling)."""
+        lo_open = (self.lo, self.open_lo) if self.lo != -math.inf else (outer.lo, outer.open_lo)
+        hi_open = (self.hi, self.open_hi) if self.hi != math.inf else (outer.hi, outer.open_hi)
+        return Range(lo_open[0], hi_open[0], lo_open[1], hi_open[1], self.also)
+
     def describe(self, kind: str) -> str:
         parts = []
         if self.lo != -math.inf:
@@ -65,7 +71,7 @@ def param(
     """A dataclass field: default, one-line help, allowed values (`choices`: a tuple, or a callable
     reading a registry) and range (`min`/`max` inclusive, `gt`/`lt` exclusive, `also` extra values).
 
-    Numbers without a range get a generic one in `train/validate.py` (finite, non-negative ints).
+    Numbers without a range, or an end of one, get the generic bounds of `train/validate.py`.
     """
     rng = None
     if (min, max, gt, lt) != (None,) * 4:
@@ -102,7 +108,7 @@ def field_types(cls: type) -> dict[str, Any]:
 def type_name(tp: Any) -> str:
     """Readable name of a type hint, for error messages ('int', 'float or None', ...)."""
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if _is_union(origin):
         return " or ".join(type_name(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "None"
@@ -111,29 +117,33 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _is_union(origin: Any) -> bool:
+    return origin is typing.Union or str(origin) == "<class 'types.UnionType'>"
+
+
 def value_matches(value: Any, tp: Any) -> bool:
     """Whether a parsed literal fits a field's type (ints are accepted where floats are)."""
+    origin = typing.get_origin(tp)
     if tp is Any:
         return True
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if _is_union(origin):
         return any(value_matches(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
     if origin in (list, tuple):
         args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            return False
-        return not args or all(value_matches(v, args[0]) for v in value)
+        return isinstance(value, (list, tuple)) and (not args or all(value_matches(v, args[0]) for v in value))
     if origin is dict:
         return isinstance(value, dict)
+    return _scalar_matches(value, tp)
+
+
+def _scalar_matches(value: Any, tp: Any) -> bool:
+    if tp is type(None):
+        return value is None
+    if tp in (int, float) and isinstance(value, bool):
+        return False
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(tp, type):
-        return isinstance(value, tp)
-    return True
+        return isinstance(value, (int, float))
+    return isinstance(value, tp) if isinstance(tp, type) else True
 
 
 def coerce(value: Any, tp: Any) -> Any:

@@ -52,7 +52,8 @@ def field_problem(section: str, key: str, value: Any) -> str | None:
         rng = VAL_CHECK_INT if is_int else VAL_CHECK_FLOAT
         kind = "a whole number of batches" if is_int else "a fraction of an epoch"
     else:
-        rng = field_range(SECTIONS[section], key) or _default_range(key, is_int)
+        own, generic = field_range(SECTIONS[section], key), _default_range(key, is_int)
+        rng = generic if own is None else own.within(generic)
     if rng.contains(value):
         return None
     shown = value if abs(value) < 1e15 else f"{value:.3g}"

@@ -85,25 +85,32 @@ def sample_problem(rng: random.Random, dp: DataParams, max_ents: int | None = No
     """A random problem: 2 entities plus each further one (up to max_ents) with probability p_ent."""
     max_ents = dp.max_ents if max_ents is None else max_ents
     n = 2 + sum(rng.random() < dp.p_ent for _ in range(max_ents - 2))
+    ops = _operators(rng, dp, n - 1)
+    expr: Expr = []
+    for i in range(n):
+        next_to_mult = (i > 0 and ops[i - 1] == "*") or (i < n - 1 and ops[i] == "*")
+        if i:
+            expr.append(ops[i - 1])
+        expr.append(_entity(rng, dp, next_to_mult, max_ents))
+    return expr
+
+
+def _operators(rng: random.Random, dp: DataParams, n: int) -> list[str]:
     ops: list[str] = []
-    for _ in range(n - 1):
+    for _ in range(n):
         op = "*" if rng.random() < dp.p_mult else "+"
         if op == "*" and dp.space_mults and ops and ops[-1] == "*":
             op = "+"
         ops.append(op)
-    expr: Expr = []
-    for i in range(n):
-        next_to_mult = (i > 0 and ops[i - 1] == "*") or (i < n - 1 and ops[i] == "*")
-        if next_to_mult:
-            ent: Entity = _number(rng, min(dp.max_mult_num, dp.max_num), dp.zipf_order)
-        elif max_ents - 1 >= 2 and rng.random() < dp.p_paren:
-            ent = sample_problem(rng, dp, max_ents - 1)
-        else:
-            ent = _number(rng, dp.max_num, dp.zipf_order)
-        if i:
-            expr.append(ops[i - 1])
-        expr.append(ent)
-    return expr
+    return ops
+
+
+def _entity(rng: random.Random, dp: DataParams, next_to_mult: bool, max_ents: int) -> Entity:
+    if next_to_mult:
+        return _number(rng, min(dp.max_mult_num, dp.max_num), dp.zipf_order)
+    if max_ents - 1 >= 2 and rng.random() < dp.p_paren:
+        return sample_problem(rng, dp, max_ents - 1)
+    return _number(rng, dp.max_num, dp.zipf_order)
 
 
 # --- solving ----------------------------------------------------------------------------
