@@ -191,3 +191,16 @@ def test_help_lists_every_config_key_by_section_from_the_dataclasses():
     assert "precision (str; default '32-true'; one of '32-true', 'bf16-mixed', '16-mixed', '64-true')" in text
     assert "-- task file data/tasks/hmm.py --" in text
     assert "hmm_n_states (int; default 3; >= 1 and <= 26): hmm tasks" in " ".join(text.split())
+
+
+def test_tiny_config_sets_replaces_and_places_keys(tmp_path):
+    from tests.conftest import tiny_config
+    from train.config import parse_config_file
+
+    text = tiny_config(lr="[1e-3,3e-3]", max_seq_len=24, dropout=0.1, hmm_n_states=4)
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    parsed = parse_config_file(path)
+    assert parsed["TrainParams"]["lr"] == ([1e-3, 3e-3], True)
+    assert parsed["DataParams"]["max_seq_len"] == ([24], False) and parsed["ModelParams"]["max_seq_len"] == ([24], False)
+    assert parsed["ModelParams"]["dropout"] == ([0.1], False) and parsed["DataParams"]["hmm_n_states"] == ([4], False)

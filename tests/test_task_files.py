@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from data import task_registry
-from tests.conftest import TINY
+from tests.conftest import tiny_config
 
 TASK_FILE = '''
 """double: the input, then '>' and the input repeated double_times times."""
@@ -48,8 +48,8 @@ def task_dir(tmp_path):
 
 
 def _config(ws, name: str, setting: str) -> None:
-    text = TINY.replace('task="copy"', f'task="double"\n{setting}').replace("max_seq_len=16", "max_seq_len=24")
-    ws.write_config(name, text)
+    key, value = setting.split("=", 1)
+    ws.write_config(name, tiny_config(task="double", max_seq_len=24), **{key: value})
 
 
 def test_a_dropped_task_file_trains_with_its_setting_and_metric(ws, task_dir):

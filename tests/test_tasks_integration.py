@@ -15,6 +15,7 @@ from data.vector_input import VectorTokenizer
 from model.lm import LM
 from model.model_params import ModelParams
 from train.errors import UserError
+from tests.conftest import torch_threads
 from train.task_metrics import task_val_stats
 
 BASE = """
@@ -156,12 +157,8 @@ def test_tart_trains_beats_majority_and_logs_its_baselines(ws, monkeypatch):
     # constant lr, rotary positions (custom attention): the in-context solution appears by ~200 steps
     train = "lr=3e-3\nmin_lr_frac=1.0\nweight_decay=0.0\nepochs=2\nbatch_size=64"
     write(ws, "tart", TART, 16, train=train, model='layer_architecture="custom-transformer"\npos_encoding="rotary"')
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is fastest and leaves the other cores alone
-    try:
+    with torch_threads(1):  # a tiny model: one thread is fastest and leaves the other cores alone
         assert ws.main("--config=tart", "--no-wandb", "--save") == 0
-    finally:
-        torch.set_num_threads(n)
     last, results = stats_of(ws)
     for name in ("logreg_acc", "logreg_acc_2nd_half", "bayes_expected_acc", "majority_acc", "bayes_entropy"):
         assert f"stat/val_{name}" in last
