@@ -11,7 +11,9 @@ Besides its generator (`@registered` in `data/syntheticdata.py`, or `@text_sourc
   ranges and suggests the closest name for a typo like every other setting;
 * `@task_metric("task")` on `(lm, datamodule) -> {stat name: value}`: statistics that need the
   model, logged at every validation (`train/task_metrics.py`);
-* a floor or baselines: `extras=` of `@registered`, or `extras["val_stats"]` of a `TaskData`.
+* a floor or baselines: `extras=` of `@registered`, or `extras["val_stats"]` of a `TaskData`;
+* `@task_summary("task")` on `(val results, last logged stats) -> (reference, reached, gap)`:
+  its row in docs/tasks.md, written by `scripts/task_results.py` from `configs/tasks-NAME.txt`.
 
 Task files are imported for every command, `main.py --help` included: keep their top level
 light (stdlib only; import numpy/torch inside the functions that need them). This module is
@@ -34,6 +36,8 @@ TASK_PATH_ENV = "HARNESS_TASK_PATH"
 
 MetricFn = Callable[[Any, Any], dict[str, float]]  # (lm, datamodule) → {stat name: value}
 TASK_METRICS: dict[str, MetricFn] = {}
+SummaryFn = Callable[[dict, dict], tuple[str, str, str]]  # (results["val"], last stats) → (reference, reached, gap)
+TASK_SUMMARIES: dict[str, SummaryFn] = {}
 TASK_SETTINGS: list[type] = []  # settings dataclasses, in the order their files were imported
 
 
@@ -42,6 +46,16 @@ def task_metric(task: str) -> Callable[[MetricFn], MetricFn]:
 
     def wrap(fn: MetricFn) -> MetricFn:
         TASK_METRICS[task] = fn
+        return fn
+
+    return wrap
+
+
+def task_summary(task: str) -> Callable[[SummaryFn], SummaryFn]:
+    """Register how `task`'s demo run reads in docs/tasks.md: its floor/baseline, what it reached, the gap."""
+
+    def wrap(fn: SummaryFn) -> SummaryFn:
+        TASK_SUMMARIES[task] = fn
         return fn
 
     return wrap

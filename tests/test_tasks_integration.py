@@ -198,8 +198,9 @@ def test_results_script_rows_and_doc_update(tmp_path):
     tr = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tr)
     run = {"results": {"val": {"loss:main": 1.5}, "wall_time_s": 12.0}, "last": {"stat/val_loss_floor": 1.25}, "total_s": 20.0, "steps": 100, "command": "python main.py --config=tasks-hmm --no-wandb"}
-    r = tr.row("hmm", run)
+    r = tr.row("hmm", run)  # the middle cells come from data/tasks/hmm.py's @task_summary
     assert "1.2500" in r[2] and "+20.0 %" in r[4] and r[5] == "100"
+    assert tr.demo_tasks() == ("arith", "hmm", "tart")
     doc = tmp_path / "tasks.md"
     doc.write_text(f"# Tasks\n\nintro\n\n{tr.BEGIN}\n{tr.END}\n\nafter\n")
     tr.update_doc(doc, {"hmm": r}, "note 1")

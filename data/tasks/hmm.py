@@ -42,7 +42,7 @@ from typing import Any, Sequence
 from typing import TYPE_CHECKING
 
 from data.syntheticdata import registered
-from data.task_registry import task_settings
+from data.task_registry import task_settings, task_summary
 from train.params_base import param
 
 if TYPE_CHECKING:
@@ -311,3 +311,10 @@ def hmm(rng: random.Random, dp: DataParams) -> str:
 def hmm_labelled(rng: random.Random, dp: DataParams) -> str:
     """acbbe>ABBBC: observations, then the hidden states that produced them."""
     return _hmm_sample(rng, dp, labelled=True)
+
+
+@task_summary("hmm")
+def hmm_summary(val: dict, last: dict) -> tuple[str, str, str]:
+    """docs/tasks.md: the val loss against the Bayes floor."""
+    floor, loss = last["stat/val_loss_floor"], val["loss:main"]
+    return f"Bayes floor {floor:.4f} nats/token (forward algorithm)", f"val loss {loss:.4f}", f"{100 * (loss - floor) / floor:+.1f} % above the floor"

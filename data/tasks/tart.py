@@ -25,7 +25,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from data.task_registry import task_settings
+from data.task_registry import task_settings, task_summary
 from data.tasks import TaskData, text_source
 from train.params_base import param
 
@@ -226,3 +226,12 @@ def tart_task(dp: DataParams, seed: int) -> TaskData:
         collate=collate_tart,
         extras={"val_stats": baselines(splits["val"]), "test_stats": baselines(splits["test"])},
     )
+
+
+@task_summary("tart")
+def tart_summary(val: dict, last: dict) -> tuple[str, str, str]:
+    """docs/tasks.md: second-half accuracy against the baselines fitted on the context."""
+    lr, bayes, maj = last["stat/val_logreg_acc_2nd_half"], last["stat/val_bayes_expected_acc"], last["stat/val_majority_acc_2nd_half"]
+    ref = f"2nd-half acc: context logreg {lr:.3f}, majority {maj:.3f}, true-weight Bayes {bayes:.3f}"
+    reached = f"2nd-half acc {val['acc:y_2nd_half']:.3f} (all {val['acc:y']:.3f}), BCE {val['loss:main']:.4f}"
+    return ref, reached, f"{val['acc:y_2nd_half'] - lr:+.3f} vs logreg"
