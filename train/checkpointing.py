@@ -32,8 +32,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, Sampler
 
 from data.dataloader import LMDataModule
-from train.distributed import any_rank
 from train import lightning_compat
+from train.distributed import any_rank
 from train.errors import UserError
 from train.sharding import shard_for
 from train.resume import RunInterrupted, write_json_atomic

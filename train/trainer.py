@@ -20,8 +20,8 @@ import lightning as L
 import torch
 
 from model.lm import LM
-from train.distributed import global_mean, is_fsdp, plain_param_name, training_losses
 from train import lightning_compat
+from train.distributed import global_mean, is_fsdp, plain_param_name, training_losses
 from train.evaluate import accumulate
 from train.task_metrics import task_val_stats
 from train.train_params import TrainParams

@@ -37,9 +37,7 @@ import math
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 from data.syntheticdata import registered
 from data.task_registry import task_settings, task_summary
