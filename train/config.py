@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import difflib
 import itertools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,9 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
             owner = next((s for s in SECTIONS if key in field_types(SECTIONS[s])), None)
             if owner:
                 raise UserError(f"{where}: {key} belongs in section {owner}, not {section}; move the line under {owner}")
+            removed = getattr(sys.modules.get(SECTIONS[section].__module__), "REMOVED", {}).get(key)
+            if removed:
+                raise UserError(f"{where}: {removed}; delete the line")
             raise UserError(f"{where}: unknown key {key!r} in section {section}; {_closest_keys(key, section)}")
         if key in out[section]:
             raise UserError(f"{where}: {key} is set twice in section {section}; keep one line (use a list to sweep)")
@@ -126,6 +130,8 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
             if not value_matches(v, tp):
                 raise UserError(f"{where}: {key}={v!r} has type {type(v).__name__}; expected {type_name(tp)}")
             if choices and v not in choices:
+                if hasattr(choices, "explain"):  # a registry (model/registry.py): closest names, how to add one
+                    raise UserError(f"{where}: {key}={v!r}: {choices.explain(key, v)}")
                 raise UserError(f"{where}: {key}={v!r} is not one of {', '.join(map(repr, choices))}")
             problem = field_problem(section, key, coerce(v, tp))
             if problem:
