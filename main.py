@@ -71,10 +71,24 @@ ABLATIONS: dict[str, Callable[[RunConfig], RunConfig]] = {
 }
 
 
+def components_help() -> str:
+    """The registered model components (model/registry.py), as --help lists them; torch-free."""
+    from model.registry import KINDS, describe
+
+    fields = {"block": "layer_architecture", "attention": "attention", "mlp": "mlp", "norm": "norm", "pos_encoding": "pos_encoding"}
+    lines = ["model components (ModelParams; register your own with @block/@attention/@mlp/@norm/@pos_encoding under model/):"]
+    for kind in KINDS:
+        lines.append(f"  {fields[kind]}:")
+        lines += [f"    {name:<20} {doc}" for name, doc in describe(kind)]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="main.py",
         description="Train decoder-only transformer LMs on the runs described by configs/NAME.txt (and configs/NAME-*.txt).",
+        epilog=components_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default=None, help="config name in configs/ without .txt; also runs every NAME-*.txt (required unless --resume=RUN)")
     p.add_argument("--configs-dir", default=str(CONFIGS_DIR), help="folder holding the config files (default: configs/ in this repo)")

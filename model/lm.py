@@ -80,6 +80,8 @@ class LM(nn.Module):
         cond = past + x.shape[1] <= self.model_params.max_seq_len
         msg = f"sequence of {past + x.shape[1]} tokens is longer than the model's max_seq_len={self.model_params.max_seq_len}"
         assert cond, msg
+        if kv_cache is not None:  # x is only the new tokens; kv_cache.ids holds every token so far. An edit that
+            kv_cache.add_ids(x)   # depends on the input (the seed's `attn_requests = 10 in x`) must test kv_cache.ids then
         if hook is None and (get_embeddings or get_attns):
             hook = Hooks(cache_filter=lambda n: (get_attns and n.endswith(".attn.hook_pattern")) or (get_embeddings and n.endswith(".hook_resid_post")), detach=False)
         hook = hook if hook is not None else NO_HOOK

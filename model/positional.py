@@ -81,7 +81,7 @@ def sinusoid_table(n: int, dim: int) -> torch.Tensor:
 
 @pos_encoding("random")
 class RandomPositionalEncoding(PositionalEncoding):
-    """Sinusoidal vectors at random sorted positions < max_posencs (randomised positions (as in semantic blotching's RandPositionalEncoding).
+    """Sinusoidal vectors at random sorted positions < max_posencs (as in semantic blotching's RandPositionalEncoding).
 
     Each sequence draws max_seq_len sorted distinct positions from 0..max_posencs-1 and its
     token t gets the sinusoidal vector of the t-th one. The draw is fresh for every sequence in

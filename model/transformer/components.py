@@ -87,14 +87,22 @@ def build(kind: str, name: str, mp: Any, **kw: Any) -> nn.Module:
 
 
 def init_gpt2(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
-    """GPT-2 init for every block: normal(0.02) weights, zero biases, normal(0.02/sqrt(2·layers)) for
-    linears tagged `residual_out`; norms keep their ones/zeros; a module with `init_weights` does its own."""
+    """GPT-2 init for any block: matrices normal(0.02), biases zero, norms one, and linears tagged
+    `residual_out` (they write into the residual stream) normal(0.02 / sqrt(2·layers)). Decided by
+    tags and shapes, not by one block's parameter names; same draws, in the same order, as before
+    the registries (so a seed gives the same model)."""
     resid_std = std / (2 * n_layers) ** 0.5
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, 0.0, resid_std if getattr(m, "residual_out", False) else std)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
-        if hasattr(m, "init_weights"):
-            m.init_weights(std, resid_std)
 
+    def visit(m: nn.Module) -> None:
+        for name, p in m.named_parameters(recurse=False):
+            if name == "bias" or name.endswith("_bias"):
+                nn.init.zeros_(p)
+            elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
+                nn.init.ones_(p)
+            elif p.dim() >= 2:
+                nn.init.normal_(p, 0.0, std)
+        for child in m.children():
+            if isinstance(child, nn.Linear) and getattr(child, "residual_out", False):
+                nn.init.normal_(child.weight, 0.0, resid_std)
+
+    module.apply(visit)

@@ -164,11 +164,6 @@ class MultiheadSelfAttention(nn.Module):
         self.rotary = rotary
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def init_weights(self, std: float, resid_std: float) -> None:
-        nn.init.normal_(self.in_proj_weight, 0.0, std)
-        if self.in_proj_bias is not None:
-            nn.init.zeros_(self.in_proj_bias)
-
     def forward(self, x: Tensor, attn_requests: Any = None, hook: Hook = NO_HOOK, kv_cache: LayerKV | None = None,
                 positions: Tensor | None = None, causal: bool = True) -> Tensor:
         """x: (batch, seq, dim) → (batch, seq, dim). With a `kv_cache`, x holds only the new tokens

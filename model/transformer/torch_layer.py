@@ -42,10 +42,6 @@ class TorchTransformerLayer(nn.TransformerEncoderLayer, Block):
         self._causal_mask: Tensor | None = None
         self._register_load_state_dict_pre_hook(_rename_ours, with_module=True)
 
-    def init_weights(self, std: float, resid_std: float) -> None:
-        nn.init.normal_(self.self_attn.in_proj_weight, 0.0, std)
-        nn.init.zeros_(self.self_attn.in_proj_bias)
-
     def causal_mask(self, seq_len: int, device: torch.device) -> Tensor:
         """Float -inf mask above the diagonal, built once and sliced (torch's layer needs it)."""
         m = self._causal_mask
