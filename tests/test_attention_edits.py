@@ -193,3 +193,13 @@ def test_every_run_prints_its_attention_path(ws, capsys):
     ws.write_config("tiny", n_train_samples="64")
     assert ws.main("--config=tiny", "--no-wandb") == 0
     assert "attention: fused SDPA (unedited)" in capsys.readouterr().out.splitlines()
+
+
+def test_patching_a_name_the_pieces_use_is_noticed(monkeypatch):
+    lm = make_lm(n_layers=1)
+    x = torch.tensor([TOK("abc>ab")])
+    with torch.no_grad():
+        before = lm(x)
+        monkeypatch.setattr(attn_math, "softmax", lambda t, dim: F.softmax(2 * t, dim=dim))
+        assert lm.attention_path() == "attention: explicit (edited: softmax)"
+        assert (lm(x) - before).abs().max() > 1e-2

@@ -16,8 +16,10 @@ Speed without a second switch: while these pieces are exactly as shipped, attent
 fused `F.scaled_dot_product_attention` call, which computes the same function. "As shipped" is
 checked, not assumed: the source of the pieces must hash to `UNEDITED_FINGERPRINT` (recorded
 below, next to them) and each piece must still be the function defined here (no monkeypatch).
-Edit a piece, patch one, or ask for the scores or pattern through a hook, and the explicit path
-runs everywhere (training, `lm(x)`, perplexities, sampling with or without the KV cache, plots).
+`explicit_attention` (the pieces in order) and `future_mask` are watched the same way, and so is
+every module-level name the pieces use (`softmax`, ...) against monkeypatching. Not detected:
+rebinding such a name in this file itself (edit the piece instead). Edit a piece, patch one, or
+ask for the scores or pattern through a hook, and the explicit path runs everywhere (training, `lm(x)`, perplexities, sampling with or without the KV cache, plots).
 Every run prints which path it takes (`attention_path()`).
 """
 from __future__ import annotations
@@ -61,7 +63,7 @@ def mix_values(pattern: Tensor, v: Tensor, model_params: Any, attn_requests: Any
     return torch.matmul(pattern, v)
 
 
-EDITABLE = ("attention_scores", "mask_scores", "attention_pattern", "mix_values")
+EDITABLE = ("attention_scores", "mask_scores", "attention_pattern", "mix_values", "explicit_attention", "future_mask")
 # Hash of each piece's code as shipped (comments and layout ignored). Update a hash only together
 # with a change to its piece that keeps the pieces computing exactly what
 # F.scaled_dot_product_attention computes (tests/test_attention_edits.py holds the two paths equal).
@@ -70,6 +72,8 @@ UNEDITED_FINGERPRINT = {
     "mask_scores": "301d54536072168a",
     "attention_pattern": "7c9550a44ea5b0ad",
     "mix_values": "2046f67bc1d9732a",
+    "explicit_attention": "e936aeec05f33f29",
+    "future_mask": "c672f629450ca9e1",
 }
 
 
@@ -85,14 +89,11 @@ def fingerprint(fn: Any) -> str:
     return hashlib.sha256(" ".join(t.string for t in tokens if t.type not in skip).encode()).hexdigest()[:16]
 
 
-_SHIPPED = {name: globals()[name] for name in EDITABLE}  # the pieces as this file defines them (monkeypatch check)
-_EDITED_IN_FILE = [n for n in EDITABLE if fingerprint(_SHIPPED[n]) != UNEDITED_FINGERPRINT[n]]
-
-
 def edited_pieces() -> list[str]:
-    """Names of the pieces that differ from the shipped ones: edited in this file or monkeypatched."""
+    """Names of the pieces (or of the globals they use, e.g. `softmax`) that differ from the
+    shipped ones: edited in this file or monkeypatched. Checked on every attention call."""
     g = globals()
-    return [n for n in EDITABLE if n in _EDITED_IN_FILE or g[n] is not _SHIPPED[n]]
+    return [n for n in _WATCHED if n in _EDITED_IN_FILE or g.get(n) is not _SHIPPED[n]]
 
 
 def attention_path() -> str:
@@ -181,3 +182,11 @@ class MultiheadSelfAttention(nn.Module):
         z = attend(q, k, v, past, causal, self.dropout if self.training else 0.0, self.model_params, attn_requests, hook)
         z = hook("hook_z", z.transpose(1, 2))  # (batch, seq, heads, head_dim)
         return self.out_proj(z.reshape(bsz, seq_len, self.n_heads * self.head_dim))
+
+
+# Snapshot of the shipped pieces and of every module-level name they use, taken when this file
+# is imported: a monkeypatch of any of them afterwards is noticed by identity.
+_SHIPPED = {name: globals()[name] for name in EDITABLE}
+_SHIPPED.update({name: globals()[name] for fn in list(_SHIPPED.values()) for name in fn.__code__.co_names if name in globals() and name not in _SHIPPED})
+_WATCHED = tuple(_SHIPPED)
+_EDITED_IN_FILE = [n for n in EDITABLE if fingerprint(_SHIPPED[n]) != UNEDITED_FINGERPRINT[n]]
