@@ -122,6 +122,8 @@ def test_llama_block_has_its_components_and_no_biases():
     assert cache["blocks.0.attn.hook_k"].shape[2] == 2 and cache["blocks.0.attn.hook_q"].shape[2] == 4
     with pytest.raises(UserError, match="pos_encoding='rotary'"):
         make_lm(layer_architecture="llama")
+    with pytest.raises(UserError, match="n_kv_heads=3 must divide n_heads=4"):
+        make_lm(**{**LLAMA, "n_kv_heads": 3})
 
 
 def test_llama_trains_from_a_config_saves_and_reloads(ws, capsys):
