@@ -148,6 +148,7 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     n_params = sum(p.numel() for p in lm.parameters())
     check_free_space(state_dir, checkpoint_bytes(n_params))
     print(f"run: {namer.describe()} | {n_params:,} parameters | {len(dm.datasets['train'])} train sequences", flush=True)
+    print(lm.attention_path(), flush=True)
     if plan.world_size > 1 or plan.precision != "32-true" or plan.compile:
         print(f"hardware: {plan.describe(rc.train.batch_size, rc.train.accumulate_grad_batches)}", flush=True)
 
