@@ -10,7 +10,8 @@ from data.tokenizer import CharTokenizer
 from model.head_scores import best_head, head_scores, repeated_halves_loss, repeated_random_tokens, scores_from_patterns
 from model.lm import LM
 from model.model_params import ModelParams
-from tests.explorer_helpers import one_thread  # noqa: F401  (autouse)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 T = 5
 N = 1 + 2 * T

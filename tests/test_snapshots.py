@@ -11,10 +11,11 @@ from safetensors.torch import load_file
 
 import model_explorer as me
 from tests.conftest import TINY, Workspace
-from tests.explorer_helpers import one_thread  # noqa: F401  (autouse)
 from train.errors import UserError
 from train.snapshots import FOLDER, make_plan, planned_steps, thin_log_evenly
 from train.train_params import TrainParams
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SNAP = TINY.replace("n_print_samples=1", "n_print_samples=0").replace("epochs=1", "epochs=2") + """
 """  # 256 samples / batch 32 = 8 steps per epoch, 16 in all
