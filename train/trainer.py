@@ -92,7 +92,8 @@ class LMTrainer(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses, n_samples = self.train_losses(batch, self.train_params)
         self.n_samples += n_samples * self.trainer.world_size
-        self._tokens_since_log = self._tokens_since_log + batch["mask"].sum().cpu()
+        mask = batch.get("mask")  # absent when nothing is padded: every token is real
+        self._tokens_since_log = self._tokens_since_log + (mask.sum().cpu() if mask is not None else batch["x_indices"].numel())
         for name, value in global_mean(self._trainer, losses).items():  # several ranks: the global batch's loss
             self.log_stat(f"stat/train_loss:{name}", value, prog_bar=name == "main")
         # Here rather than in on_train_batch_end: checkpoints are written by callbacks at batch end,
