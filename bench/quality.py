@@ -5,7 +5,7 @@ block 64, batch 12, 2000 iterations, lr 1e-3 (warm-up 100, cosine to 1e-4 at 200
 AdamW betas (0.9, 0.99), weight decay 0.1, clipping 1.0. Both contenders train exactly that on
 `--task=shakespeare` (char tokenizer, our fixed 90/5/5 split):
 
-- harness: `run_one` as `main.py` runs it (windows of 65 chars: 64 inputs, 64 targets, shuffled);
+- harness: `run_one` as `main.py` runs it (packed windows of 65 chars, each sharing its first char with the previous one: 64 inputs, 64 targets, shuffled);
 - reference (d): the nanoGPT-style GPT on the same train token stream, random offsets like nanoGPT.
 
 Both are scored by one function on the same val windows (mean cross-entropy per predicted
@@ -63,10 +63,11 @@ class TrainClock:
 def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, train_step
     from data.dataloader import LMDataModule
-    from bench.throughput import autocast
+    from bench.throughput import autocast, default_layer
 
     size, iters = s.quality_size, s.quality_iters
-    rc = run_config(s, size, "torch-transformer", "shakespeare", n_train=0, n_val=0, max_steps=iters, warmup_steps=100,
+    layer = default_layer()
+    rc = run_config(s, size, layer, "shakespeare", n_train=0, n_val=0, max_steps=iters, warmup_steps=100,
                     n_print_samples=3, data={"token_cache": True})  # as a default run: samples printed, ids cached
     device = torch.device(s.device)
 
@@ -99,6 +100,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     if not (math.isfinite(harness_loss) and math.isfinite(ref_loss)):
         raise RuntimeError("quality bench: non-finite val loss")
     return {
+        "layer": layer,
         "setting": f"{size.describe(vocab=False)}, {iters} iterations, lr 1e-3 warm-up 100 cosine to 1e-4, dropout 0",
         "val_windows": len(val),
         "val_tokens": len(val) * size.seq_len,
