@@ -22,6 +22,7 @@ import torch
 from model.lm import LM
 from train.distributed import global_mean, is_fsdp, plain_param_name, training_losses
 from train.evaluate import accumulate
+from train.guards import CheckedGradNorms
 from train.task_metrics import task_val_stats
 from train.train_params import TrainParams
 
@@ -202,6 +203,12 @@ class LMTrainer(L.LightningModule):
         if gradient_clip_val and is_fsdp(self.trainer):  # sharded gradients: FSDP computes the norm over all shards
             self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
             return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        total = CheckedGradNorms.take(self, params)  # the non-finite guard's norms of these gradients, if any
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            if total is not None:  # clip by them: no second norm pass
+                torch.nn.utils.clip_grads_with_norm_([p for p in params if p.grad is not None], gradient_clip_val, total)
+                return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 
