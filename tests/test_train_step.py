@@ -1,4 +1,4 @@
-"""The training step's own cost: the non-finite guard and gradient clipping share one gradient-norm pass."""
+"""The training step's own cost: one gradient-norm pass for the guard and clipping, a progress bar updated every few batches."""
 from __future__ import annotations
 
 import torch
@@ -6,18 +6,32 @@ import torch
 from tests.conftest import TINY, Workspace
 
 
-def test_guard_and_clipping_take_one_norm_pass_per_step(ws: Workspace, monkeypatch):
-    calls = {"n": 0}
-    real = torch._foreach_norm
+def test_per_step_costs_one_norm_pass_and_sparse_progress_bar_updates(ws: Workspace, monkeypatch):
+    """8 steps: 8 gradient-norm passes (guard and clipping share one), and the Rich bar updated only on
+    the epoch's last batch (PROGRESS_BAR_REFRESH = 10 batches), not on all 8."""
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return real(*args, **kwargs)
+    from train.run import PROGRESS_BAR_REFRESH
 
-    monkeypatch.setattr(torch, "_foreach_norm", counting)
+    calls = {"norm": 0, "bar": 0}
+    real_norm, real_bar = torch._foreach_norm, RichProgressBar.on_train_batch_end
+
+    def counting_norm(*args, **kwargs):
+        calls["norm"] += 1
+        return real_norm(*args, **kwargs)
+
+    def counting_bar(self, *args, **kwargs):
+        calls["bar"] += 1
+        return real_bar(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_foreach_norm", counting_norm)
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", counting_bar)
     ws.write_config("t", TINY)  # grad_clip=1.0 by default; 256 samples / batch 32 = 8 steps
     assert ws.main("--config=t", "--no-wandb") == 0
-    assert calls["n"] == 8  # one per step: torch's clip_grad_norm_ would add a second
+    assert calls["norm"] == 8  # one per step: torch's clip_grad_norm_ would add a second
+    if _RICH_AVAILABLE:
+        assert PROGRESS_BAR_REFRESH > 8 and calls["bar"] == 1
 
 
 def test_clipping_by_the_guards_norms_equals_torchs_clip_grad_norm():
