@@ -28,14 +28,16 @@ from bench.settings import BenchSettings
 
 @torch.no_grad()
 def val_loss(forward: Callable[[torch.Tensor], torch.Tensor], windows: Any, device: torch.device, batch: int = 64) -> float:
-    """Mean next-token cross-entropy over `windows` (each seq_len + 1 tokens), one scorer for all."""
+    """Mean next-token cross-entropy over `windows` (seq_len + 1 tokens each; the last packed window
+    may be shorter), one scorer for all."""
     total, count = 0.0, 0
     for i in range(0, len(windows), batch):
-        rows = np.stack([np.asarray(windows[j]) for j in range(i, min(i + batch, len(windows)))]).astype(np.int64)
-        xy = torch.from_numpy(rows).to(device)
-        logits = forward(xy[:, :-1]).float()
-        total += float(F.cross_entropy(logits.flatten(0, 1), xy[:, 1:].flatten(), reduction="sum"))
-        count += xy[:, 1:].numel()
+        chunk = [np.asarray(windows[j]) for j in range(i, min(i + batch, len(windows)))]
+        for length in sorted({len(w) for w in chunk} - {0, 1}):  # equal lengths stack; a window of 1 predicts nothing
+            xy = torch.from_numpy(np.stack([w for w in chunk if len(w) == length]).astype(np.int64)).to(device)
+            logits = forward(xy[:, :-1]).float()
+            total += float(F.cross_entropy(logits.flatten(0, 1), xy[:, 1:].flatten(), reduction="sum"))
+            count += xy[:, 1:].numel()
     return total / count
 
 
@@ -103,7 +105,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         "layer": layer,
         "setting": f"{size.describe(vocab=False)}, {iters} iterations, lr 1e-3 warm-up 100 cosine to 1e-4, dropout 0",
         "val_windows": len(val),
-        "val_tokens": len(val) * size.seq_len,
+        "val_tokens": sum(max(0, len(val[i]) - 1) for i in range(len(val))),
         "vocab_size": dm.tokenizer.n_tokens,
         "val_loss": {"harness": harness_loss, "reference": ref_loss},
         "harness_run_one_val_loss": result.val["loss:main"],

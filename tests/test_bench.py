@@ -53,3 +53,20 @@ def test_bench_refuses_unknown_section(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "unknown section" in res.stderr and "throughput" in res.stderr
+
+
+def test_quality_scorer_takes_a_shorter_last_window():
+    """Packed val windows end with a shorter one; the scorer predicts each of its tokens once too."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from bench.quality import val_loss
+
+    torch.manual_seed(0)
+    table = torch.randn(6, 6)
+    windows = [np.arange(i, i + 5) % 6 for i in (0, 4, 8)] + [np.array([0, 1, 2])]
+    got = val_loss(lambda x: table[x], windows, torch.device("cpu"), batch=3)
+    ids = [torch.as_tensor(w) for w in windows]
+    want = torch.cat([F.cross_entropy(table[w[:-1]], w[1:], reduction="none") for w in ids]).mean()
+    assert abs(got - float(want)) < 1e-6
