@@ -160,6 +160,11 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
     if q:
         vl, ws = q["val_loss"], q["wall_s"]
         L += ["## Sample quality at a fixed budget", ""]
+        sep = q.get("separate_run")
+        if sep:
+            la = sep["load_average"]
+            L += [f"From a separate run, `{sep['command']}` ({sep['date']}, {sep['total_s']:.0f} s; load average "
+                  f"{la['start'][0]:.2f} at start, {la['end'][0]:.2f} at end).", ""]
         L += [f"nanoGPT's baby-GPT CPU setting on `--task=shakespeare` (char vocab {q['vocab_size']}): {q['setting']}. "
               f"Both scored by one function on the same {q['val_windows']} val windows ({_f(q['val_tokens'])} predicted tokens). "
               "Wall time = `trainer.fit` for the harness (Lightning's set-up, logging, checkpoints every 200 steps, end-of-epoch "
