@@ -144,12 +144,14 @@ def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None
         if not math.isclose(now[k], v, rel_tol=rtol, abs_tol=1e-9):
             raise UnstableLoadError(f"{path}: val {k} was {v:.8g} when saved but is {now[k]:.8g} after reloading (diff {now[k] - v:.3g}); weights, data or code changed")
     batch = next(iter(dataset.val_dataloader(batch_size=n_samples)))
+    x = model_input(batch)
     with torch.no_grad():
-        a, b = lm(batch["x_indices"]), lm(batch["x_indices"])
+        a, b = lm(x), lm(x)
     if not torch.equal(a, b):
         raise UnstableLoadError(f"{path}: two forward passes on the same batch differ (max {float((a - b).abs().max()):.3g}); is something random in eval mode?")
     tok = lm.tokenizer
-    for i in range(min(n_samples, len(dataset.datasets["val"]))):
+    is_text = "x_indices" in batch  # vector tasks (tart) have no text to round-trip
+    for i in range(min(n_samples, len(dataset.datasets["val"])) if is_text else 0):
         text = tok.decode(dataset.sample_ids(i, "val"))
         again = tok.decode(tok.encode(text, add_bos=False))
         if again != text:
@@ -160,8 +162,17 @@ def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None
     report["tokenizer_round_trip"] = True
     if verbose:
         diffs = ", ".join(f"{k} {saved[k]:.6g} → {now[k]:.6g}" for k in saved)
-        print(f"stable load ok: {path}\n  val: {diffs}\n  forward passes identical; tokenizer round-trips")
+        tok_line = "tokenizer round-trips" if is_text else "input interface restores from JSON"
+        print(f"stable load ok: {path}\n  val: {diffs}\n  forward passes identical; {tok_line}")
     return report
+
+
+def model_input(batch: dict[str, Any]) -> Any:
+    """What the LM reads from a batch: token ids, or the vectors of a vector task (tart)."""
+    for key in ("x_indices", "x_vectors"):
+        if key in batch:
+            return batch[key]
+    raise UserError(f"a batch with keys {sorted(batch)} has no model input (x_indices or x_vectors)")
 
 
 # --- plots ----------------------------------------------------------------------------------
@@ -246,7 +257,7 @@ def show_lm_attns(
     bad = [f"layer {l}" for l in layers if not 0 <= l < n_layers] + [f"head {h}" for h in heads if not 0 <= h < n_heads]
     if bad:
         raise ValueError(f"show_lm_attns: no {', '.join(bad)} (the model has {n_layers} layers × {n_heads} heads)")
-    labels = [lm.tokenizer.token_str(int(i)) for i in x[0]]
+    labels = [lm.tokenizer.token_str(int(i)) for i in x[0]] if x.dim() == 2 else [f"{i}" for i in range(x.shape[1])]  # vectors: positions
     folder = resolve_attentions_dir(attentions_dir) / folder_name if folder_name else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)

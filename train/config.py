@@ -27,6 +27,8 @@ from train.validate import field_problem, run_problem
 SECTIONS: dict[str, type] = {"DataParams": DataParams, "TrainParams": TrainParams, "ModelParams": ModelParams}
 GROUP_OF_SECTION = {"DataParams": "data", "TrainParams": "train", "ModelParams": "model"}
 MAX_RUNS = 10_000
+# The seed README's names for keys the project spells differently: (section, seed name) -> our name.
+SEED_ALIASES: dict[tuple[str, str], str] = {("DataParams", "dataset_name"): "task"}
 
 
 @dataclass
@@ -108,6 +110,7 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
         if section is None:
             raise UserError(f"{where}: {key}= comes before any section header; put it under DataParams, TrainParams or ModelParams")
         types = field_types(SECTIONS[section])
+        key = _alias(key, section, where, out[section])
         if key not in types:
             owner = next((s for s in SECTIONS if key in field_types(SECTIONS[s])), None)
             if owner:
@@ -132,6 +135,19 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
                 raise UserError(f"{where}: {problem}")
         out[section][key] = ([coerce(v, tp) for v in values], is_sweep)
     return out
+
+
+def _alias(key: str, section: str, where: str, seen: dict[str, Any]) -> str:
+    """Map a seed-README key (e.g. `dataset_name`) to ours; in the wrong section, name the right one."""
+    ours = SEED_ALIASES.get((section, key))
+    if ours is not None:
+        if ours in seen:
+            raise UserError(f"{where}: {key} is the seed's name for {ours}, which is already set in section {section}; keep one of the two lines")
+        return ours
+    home = next((s for (s, k) in SEED_ALIASES if k == key), None)
+    if home is not None:
+        raise UserError(f"{where}: {key} (our name: {SEED_ALIASES[(home, key)]}) belongs in section {home}, not {section}; move the line under {home}")
+    return key
 
 
 def _has_quoted_hash(line: str) -> bool:
