@@ -70,6 +70,7 @@ RANGES: dict[str, Range] = {
     "TrainParams.batch_size": _r(1, 2**20),
     "TrainParams.lr": _r(0, 1e6, open_lo=True),
     "TrainParams.min_lr_frac": _r(0, 1),
+    "TrainParams.plateau_factor": _r(0, 1, open_lo=True, open_hi=True),
     "TrainParams.weight_decay": _r(0, 100),
     "TrainParams.beta1": _r(0, 1, open_hi=True),
     "TrainParams.beta2": _r(0, 1, open_hi=True),
@@ -152,6 +153,8 @@ def run_problem(data: Any, train: Any, model: Any) -> str | None:
         return f"ModelParams.max_seq_len={model.max_seq_len} is shorter than DataParams.max_seq_len={data.max_seq_len}; raise the model's"
     if data.min_len > data.max_len:
         return f"DataParams.min_len={data.min_len} is larger than max_len={data.max_len}"
+    if train.early_stop_stat is not None and not train.early_stop_stat.startswith("stat/val_"):
+        return f"TrainParams.early_stop_stat={train.early_stop_stat!r} is not a validation stat; use one logged at validation, e.g. 'stat/val_loss:main'"
     need, n_params = estimate_train_bytes(data, train, model)
     if need > MAX_TRAIN_BYTES:
         return (
