@@ -56,6 +56,7 @@ def quiet_lightning() -> None:
         ".*Checkpoint directory.*exists and is not empty.*",
         ".*sync_dist=True.*",  # several processes: LMTrainer logs values it already reduced (train/distributed.py)
         ".*The dirpath has changed from.*",  # a moved run folder: RunCheckpoint keeps no state worth restoring
+        ".*ReduceLROnPlateau conditioned on metric.*",  # lr_schedule="plateau" before the first validation
     ):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)

@@ -49,14 +49,23 @@ def scheduler_config(opt: torch.optim.Optimizer, tp: TrainParams, total_steps: i
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=tp.plateau_factor, patience=tp.plateau_patience, min_lr=tp.min_lr_frac * tp.lr
         )
-        # Checked after each validation; strict=False: a run shorter than one validation keeps its lr.
-        return {"scheduler": sched, "monitor": PLATEAU_STAT, "interval": "epoch", "frequency": 1, "strict": False,
+        # Offered every step, taken once per validation (`step_plateau`); strict=False: before the first
+        # validation there is no val loss yet and the lr stays.
+        return {"scheduler": sched, "monitor": PLATEAU_STAT, "interval": "step", "frequency": 1, "strict": False,
                 "reduce_on_plateau": True}
     total = max(1, total_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, tp.warmup_steps, total, tp.min_lr_frac, tp.lr_schedule, tp.decay_frac)
     )
     return {"scheduler": sched, "interval": "step"}
+
+
+def step_plateau(scheduler: Any, metric: Any, n_validations: int) -> None:
+    """Step ReduceLROnPlateau with the val loss once per validation (`n_validations` so far), on the
+    first optimizer step after it; Lightning offers it the metric every step."""
+    if n_validations > getattr(scheduler, "_harness_seen", 0):
+        scheduler._harness_seen = n_validations
+        scheduler.step(metric)
 
 
 class StatEarlyStopping(EarlyStopping):

@@ -21,7 +21,7 @@ import torch
 from model.lm import LM
 from train.distributed import global_mean, is_fsdp, plain_param_name, training_losses
 from train.evaluate import accumulate
-from train.schedules import lr_factor, scheduler_config  # noqa: F401  (lr_factor: the schedules' shape, imported by tests)
+from train.schedules import lr_factor, scheduler_config, step_plateau  # noqa: F401  (lr_factor: the schedules' shape, imported by tests)
 from train.task_metrics import task_val_stats
 from train.train_params import TrainParams
 
@@ -42,6 +42,7 @@ class LMTrainer(L.LightningModule):
         self._pending_stats: list[tuple[str, int]] = []  # (name, row) of values still held as tensors
         self.n_samples = 0  # training samples seen (all ranks)
         self.n_tokens = 0  # training tokens seen (all ranks) up to the last log_hyperparams_and_time
+        self.n_validations = 0  # finished validations in this process (lr_schedule="plateau" steps once per validation)
         self._tokens_since_log = torch.zeros((), dtype=torch.long)
         self._val_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._start_time: float | None = None
@@ -156,6 +157,7 @@ class LMTrainer(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
+        self.n_validations += 1
         for name, (s, c) in self._val_sums.items():
             s = self.trainer.strategy.reduce(s.to(self.device), reduce_op="sum")
             c = self.trainer.strategy.reduce(c.to(self.device), reduce_op="sum")
@@ -198,6 +200,12 @@ class LMTrainer(L.LightningModule):
             fused = False  # Lightning refuses to clip the gradients of a fused optimizer under mixed precision
         opt = torch.optim.AdamW(groups, lr=tp.lr, betas=(tp.beta1, tp.beta2), fused=fused or None)
         return {"optimizer": opt, "lr_scheduler": scheduler_config(opt, tp, int(self.trainer.estimated_stepping_batches))}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            step_plateau(scheduler, metric, self.n_validations)  # once per validation, not every step
+        else:
+            super().lr_scheduler_step(scheduler, metric)
 
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None) -> None:
