@@ -20,6 +20,7 @@ GOALS = {  # name: (description, threshold, higher is better)
     "ours/hf@b8": ("our KV sampling / HF generate, batch 8", 1.0),
 }
 STARTUP_GOAL_S = 2.0
+HEALTH_GOAL = 0.98  # tokens/s with the training-health stats on / off
 MFU_GOAL = 0.45
 
 
@@ -184,6 +185,17 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
             L += [f"| `{st['commands'][k]}` | {sec:.2f} s | {goal} | {met} |"]
         L += [""]
 
+    hl = results.get("health")
+    if hl:
+        L += ["## Cost of the training-health stats", ""]
+        L += ["Contender (a) trained with `log_health=True` and `False`, interleaved (bench/health.py): gradient and weight "
+              "norms on every logged step, update/weight ratios at validation.", ""]
+        L += ["| logging | tokens/s on | tokens/s off | on/off (wall) | on/off (CPU time) | goal | met |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for c, m in hl["tokens_per_s"].items():
+            ratio = hl["ratio_on_off"][c]
+            L += [f"| {c} | {_f(m['on'])} | {_f(m['off'])} | {ratio:.3f} | {hl['ratio_on_off_cpu'][c]:.3f} | ≥ {HEALTH_GOAL} | {_met(ratio >= HEALTH_GOAL)} |"]
+        L += [""]
+
     for name, err in results.get("failed_sections", {}).items():
         L += [f"## {name}: failed", "", f"`{err}` — no figures from this section in this run.", ""]
     L += measured_notes(results)
@@ -252,6 +264,9 @@ def compact_table(results: dict[str, Any]) -> str:
     if smp:
         for k, v in smp["tokens_per_s"].items():
             lines.append(f"  sampling   {k:20s} {v:10,.0f} tokens/s")
+    hl = results.get("health")
+    if hl:
+        lines.append("  health     on/off " + ", ".join(f"{c} {v:.3f}" for c, v in hl["ratio_on_off"].items()))
     st = results.get("startup")
     if st:
         lines.append("  startup    " + ", ".join(f"{k} {v:.2f} s" for k, v in st["seconds"].items()))
