@@ -42,7 +42,7 @@ class LMTrainer(L.LightningModule):
         self._pending_stats: list[tuple[str, int]] = []  # (name, row) of values still held as tensors
         self.n_samples = 0  # training samples seen (all ranks)
         self.n_tokens = 0  # training tokens seen (all ranks) up to the last log_hyperparams_and_time
-        self.n_validations = 0  # finished validations in this process (lr_schedule="plateau" steps once per validation)
+        self.n_validations = 0  # finished validations (lr_schedule="plateau" steps once per validation)
         self._tokens_since_log = torch.zeros((), dtype=torch.long)
         self._val_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._start_time: float | None = None
@@ -131,6 +131,7 @@ class LMTrainer(L.LightningModule):
             "stat_counter": self.stat_counter,
             "n_samples": self.n_samples,
             "n_tokens": self.n_tokens,
+            "n_validations": self.n_validations,
             "tokens_since_log": int(self._tokens_since_log),
             "elapsed_s": time.perf_counter() - self._start_time if self._start_time is not None else self._elapsed_before,
         }
@@ -144,6 +145,7 @@ class LMTrainer(L.LightningModule):
         self.stat_counter = int(saved["stat_counter"])
         self.n_samples = int(saved["n_samples"])
         self.n_tokens = int(saved.get("n_tokens", 0))
+        self.n_validations = int(saved.get("n_validations", 0))
         self._tokens_since_log = torch.tensor(int(saved["tokens_since_log"]), dtype=torch.long)
         self._elapsed_before = float(saved["elapsed_s"])
 
