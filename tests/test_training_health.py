@@ -193,3 +193,34 @@ def test_weight_decay_skips_position_embeddings_biases_and_norms():
     assert "pos_enc.embedding.weight" in plain and "embed.weight" in decayed
     assert "decoder.layers.0.linear1.weight" in decayed and "decoder.layers.0.linear1.bias" in plain
     assert not [n for n in decayed if "norm" in n or n.endswith("bias")]
+
+
+def test_plateau_and_early_stopping_resume_exactly(ws, monkeypatch, capsys):
+    """Resumed from checkpoints taken after validations, a plateau run with early stopping ends as
+    the uninterrupted one: same weights, same stats (lr drops included), same stopping step."""
+    import shutil
+
+    from tests.test_resume import assert_same_run, config
+    from train import checkpointing
+
+    extra = ('lr_schedule="plateau"\nplateau_patience=0\nmin_lr_frac=0.01\n'
+             'early_stop_stat="stat/val_loss:main"\nearly_stop_patience=3\nearly_stop_min_delta=0.05\n')
+    ws.write_config("pr", config(epochs=6, lr="1e-6", every=100, val="6").replace("TrainParams\n", "TrainParams\n" + extra))
+    snaps: list[Path] = []
+    save = checkpointing.SafeCheckpointIO.save_checkpoint
+
+    def snapshot(self, ckpt, path, storage_options=None):
+        save(self, ckpt, path, storage_options)
+        snaps.append(ws.root / "snaps" / f"{len(snaps):02d}")
+        shutil.copytree(Path(path).parent.parent, snaps[-1])
+
+    monkeypatch.setattr(checkpointing.SafeCheckpointIO, "save_checkpoint", snapshot)
+    assert ws.main("--config=pr", "--save", "--no-wandb") == 0
+    monkeypatch.setattr(checkpointing.SafeCheckpointIO, "save_checkpoint", save)
+    (ref,) = ws.run_dirs()
+    results = json.loads((ref / "results.json").read_text())
+    assert results["stopped_early"] and len(set(r[3] for r in _rows(ref, "lr"))) >= 2  # it stopped early and the lr dropped
+    for snap in (snaps[1], snaps[len(snaps) // 2]):
+        assert ws.main(f"--resume={snap}", "--no-wandb") == 0, snap.name
+        assert_same_run(snap, ref)
+        assert json.loads((snap / "results.json").read_text())["steps"] == results["steps"]

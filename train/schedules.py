@@ -49,8 +49,9 @@ def scheduler_config(opt: torch.optim.Optimizer, tp: TrainParams, total_steps: i
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=tp.plateau_factor, patience=tp.plateau_patience, min_lr=tp.min_lr_frac * tp.lr
         )
-        # Offered every step, taken once per validation (`step_plateau`); strict=False: before the first
-        # validation there is no val loss yet and the lr stays.
+        # Stepped by `step_plateau` at the end of each validation, before the checkpoint written there
+        # (so a resumed run steps it exactly as an uninterrupted one); Lightning's own per-step offer
+        # is declined in LMTrainer.lr_scheduler_step. strict=False: no val loss before the first validation.
         return {"scheduler": sched, "monitor": PLATEAU_STAT, "interval": "step", "frequency": 1, "strict": False,
                 "reduce_on_plateau": True}
     total = max(1, total_steps)
@@ -60,12 +61,11 @@ def scheduler_config(opt: torch.optim.Optimizer, tp: TrainParams, total_steps: i
     return {"scheduler": sched, "interval": "step"}
 
 
-def step_plateau(scheduler: Any, metric: Any, n_validations: int) -> None:
-    """Step ReduceLROnPlateau with the val loss once per validation (`n_validations` so far), on the
-    first optimizer step after it; Lightning offers it the metric every step."""
-    if n_validations > getattr(scheduler, "_harness_seen", 0):
-        scheduler._harness_seen = n_validations
-        scheduler.step(metric)
+def step_plateau(trainer: Any, val_loss: Any) -> None:
+    """Step every ReduceLROnPlateau of `trainer` with this validation's loss."""
+    for cfg in trainer.lr_scheduler_configs:
+        if isinstance(cfg.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            cfg.scheduler.step(float(val_loss))
 
 
 class StatEarlyStopping(EarlyStopping):

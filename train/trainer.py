@@ -42,7 +42,6 @@ class LMTrainer(L.LightningModule):
         self._pending_stats: list[tuple[str, int]] = []  # (name, row) of values still held as tensors
         self.n_samples = 0  # training samples seen (all ranks)
         self.n_tokens = 0  # training tokens seen (all ranks) up to the last log_hyperparams_and_time
-        self.n_validations = 0  # finished validations (lr_schedule="plateau" steps once per validation)
         self._tokens_since_log = torch.zeros((), dtype=torch.long)
         self._val_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._start_time: float | None = None
@@ -131,7 +130,6 @@ class LMTrainer(L.LightningModule):
             "stat_counter": self.stat_counter,
             "n_samples": self.n_samples,
             "n_tokens": self.n_tokens,
-            "n_validations": self.n_validations,
             "tokens_since_log": int(self._tokens_since_log),
             "elapsed_s": time.perf_counter() - self._start_time if self._start_time is not None else self._elapsed_before,
         }
@@ -145,7 +143,6 @@ class LMTrainer(L.LightningModule):
         self.stat_counter = int(saved["stat_counter"])
         self.n_samples = int(saved["n_samples"])
         self.n_tokens = int(saved.get("n_tokens", 0))
-        self.n_validations = int(saved.get("n_validations", 0))
         self._tokens_since_log = torch.tensor(int(saved["tokens_since_log"]), dtype=torch.long)
         self._elapsed_before = float(saved["elapsed_s"])
 
@@ -159,12 +156,13 @@ class LMTrainer(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        self.n_validations += 1
         for name, (s, c) in self._val_sums.items():
             s = self.trainer.strategy.reduce(s.to(self.device), reduce_op="sum")
             c = self.trainer.strategy.reduce(c.to(self.device), reduce_op="sum")
             value = s / c.clamp(min=1)
             self.log_stat(f"stat/val_{name}", value.float(), prog_bar=name == "loss:main")
+            if name == "loss:main" and self.train_params.lr_schedule == "plateau":
+                step_plateau(self.trainer, value)
         for name, value in task_val_stats(self.model, getattr(self.trainer, "datamodule", None)).items():
             self.log_stat(name, value)  # the task's floor/baselines and model-based metrics (train/task_metrics.py)
         self.flush_stats()
@@ -204,9 +202,7 @@ class LMTrainer(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": scheduler_config(opt, tp, int(self.trainer.estimated_stepping_batches))}
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            step_plateau(scheduler, metric, self.n_validations)  # once per validation, not every step
-        else:
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # plateau: stepped per validation (step_plateau)
             super().lr_scheduler_step(scheduler, metric)
 
 
