@@ -194,6 +194,10 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
         for c, m in hl["tokens_per_s"].items():
             ratio = hl["ratio_on_off"][c]
             L += [f"| {c} | {_f(m['on'])} | {_f(m['off'])} | {ratio:.3f} | {hl['ratio_on_off_cpu'][c]:.3f} | ≥ {HEALTH_GOAL} | {_met(ratio >= HEALTH_GOAL)} |"]
+        mc = hl.get("micro_cpu_ms")
+        if mc:
+            L += ["", f"In isolation (process CPU time, no Lightning): the norms of one logged step take {mc['norms_ms']:.3f} ms against "
+                  f"{mc['step_ms']:.1f} ms for a training step of the same model and batch ({100 * mc['norms_ms'] / mc['step_ms']:.2f} %)."]
         L += [""]
 
     for name, err in results.get("failed_sections", {}).items():
