@@ -31,7 +31,7 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
     assert set(startup) == {"python_bare", "help", "dry_run"}
     health = results["health"]["ratio_on_off"]
     assert set(health) == {"every 50 steps", "every step"}  # training-health stats on vs off (bench/health.py)
-    assert 0 < results["health"]["micro_cpu_ms"]["norms_ms"] < results["health"]["micro_cpu_ms"]["step_ms"]
+    assert all(v > 0 for v in results["health"]["micro_cpu_ms"].values())  # figures only; no timing assertion
     for value in [*health.values(), *tps.values(), *results["throughput"]["tokens_per_cpu_s"].values(), *samplers.values(), *startup.values()]:
         assert math.isfinite(value) and value > 0
     assert set(payload["ratios"]) >= {"a/c", "a/d", "b/a", "kv/recompute@b1", "ours/hf@b8"}
