@@ -18,9 +18,10 @@ import torch
 
 import model_explorer
 from data.saved_datamodule import SavedRunDataModule
-from tests.explorer_helpers import one_thread  # noqa: F401  (autouse fixture)
 from tests.task_runs import KINDS, train_kind
 from train.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import model_explorer
-from tests.explorer_helpers import one_thread, train_tiny_run  # noqa: F401  (autouse fixture)
+from tests.explorer_helpers import train_tiny_run
 from train.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

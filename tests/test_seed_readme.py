@@ -27,10 +27,12 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from tests.explorer_helpers import one_thread, train_tiny_run  # noqa: F401  (autouse fixture)
+from tests.explorer_helpers import train_tiny_run
 from tests.task_runs import config_text, write_text_task
 from tests.tiny_gpt2 import make_tiny_gpt2
 from train.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SNIPPETS = [
     ("load", '''

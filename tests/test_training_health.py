@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.explorer_helpers import one_thread, train_tiny_run  # noqa: F401  (autouse fixture)
+from tests.explorer_helpers import train_tiny_run
 from train.health import adamw_last_updates, global_norm, layer_of, update_ratios
 from train.schedules import lr_factor
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 RUN = """
 DataParams
