@@ -57,6 +57,7 @@ def quiet_lightning() -> None:
         ".*Checkpoint directory.*exists and is not empty.*",
         ".*sync_dist=True.*",  # several processes: LMTrainer logs values it already reduced (train/distributed.py)
         ".*The dirpath has changed from.*",  # a moved run folder: RunCheckpoint keeps no state worth restoring
+        ".*ReduceLROnPlateau conditioned on metric.*",  # lr_schedule="plateau" before the first validation
     ):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -127,6 +128,8 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     from train.checkpointing import InterruptFlag, ResumableLMDataModule, ResumeState, RunCheckpoint, SafeCheckpointIO
     from train.evaluate import evaluate
     from train.guards import NonFiniteError, NonFiniteGuard
+    from train.health import TrainingHealth
+    from train.schedules import early_stopping
     from train.locks import claim_folder
     from train.loggers import make_loggers
     from train.saving import check_free_space, check_writable, save_run
@@ -227,6 +230,7 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
         callbacks=[
             NonFiniteGuard(), ResumeState(dm.train_sampler), interrupt,
             RunCheckpoint(ckpt_dir, rc.train.checkpoint_every_n_steps, interrupt, saved), rank_seed_callback(seed), progress_bar(), *snapshots,
+            *([TrainingHealth()] if rc.train.log_health else []), *early_stopping(rc.train),
         ],
         plugins=[SafeCheckpointIO(module, allow_unverified=opts.allow_unverified)],
         **plan.trainer_kwargs(),
@@ -266,12 +270,21 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     if lm is None:  # ranks other than 0: rank 0 evaluates, saves and logs
         return RunResult(None, {}, {}, wall)
     val = evaluate(lm, dm.val_dataloader())
+    test = evaluate(lm, dm.test_dataloader()) if len(dm.datasets["test"]) else {}
     module.log_stat("stat/final_val_loss:main", val["loss:main"])
+    if test:
+        module.log_stat("stat/test_loss:main", test["loss:main"])
     train_stats = module.flush_stats()
     print("final val: " + ", ".join(f"{k}={v:.4f}" for k, v in val.items()), flush=True)
+    if test:
+        print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()), flush=True)
+    stopped = _early_stop(trainer)
+    if stopped:
+        print(f"stopped early at step {trainer.global_step}: {stopped}", flush=True)
     _finish_loggers(loggers)
     if run_dir is not None and trainer.is_global_zero:
-        results = {"val_loss": val["loss:main"], "val": val, "n_params": n_params, "wall_time_s": wall, "timestamp": timestamp}
+        results = {"val_loss": val["loss:main"], "val": val, "test_loss": test.get("loss:main"), "test": test, "n_params": n_params,
+                   "wall_time_s": wall, "timestamp": timestamp, "steps": trainer.global_step, "stopped_early": stopped}
         if snapshots and (kept := snapshot_summary(state_dir / SNAPSHOTS)):
             results["checkpoints_over_training"] = kept
         params = {**rc.as_dict(), "seed": seed, "config_name": rc.config_name, "varying": rc.varying}
@@ -281,6 +294,16 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         write_state(state_dir, state, status="done", finished=now_iso())
     return RunResult(run_dir, val, train_stats, wall, lm)
+
+
+def _early_stop(trainer: Any) -> str | None:
+    """Why the early-stopping callback ended the run, or None if it did not."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, EarlyStopping) and cb.wait_count >= cb.patience:
+            return f"{cb.monitor} did not improve for {cb.wait_count} validations (best {float(cb.best_score):.4g})"
+    return None
 
 
 def _new_wandb_id() -> str:

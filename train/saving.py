@@ -203,13 +203,42 @@ def _params_from(cls: type, d: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def load_params(run_dir: Path) -> dict[str, Any]:
+class RunParams(dict):
+    """params.json as a dict (keys `data`, `train`, `model`, `seed`, ...), which also answers the
+    seed README's names: `params["model_params"]` / `params.model_params` (and `data_params`,
+    `train_params`) are the `ModelParams`/`DataParams`/`TrainParams` dataclasses."""
+
+    SEED_NAMES = {"data_params": "data", "train_params": "train", "model_params": "model"}
+
+    def __missing__(self, key: Any) -> Any:
+        if key in self.SEED_NAMES:
+            return self._dataclass(key)
+        raise KeyError(f"{key!r}: params has keys {', '.join(map(repr, self))} (and the seed's {', '.join(map(repr, self.SEED_NAMES))})")
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self.SEED_NAMES
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.SEED_NAMES:
+            return self._dataclass(name)
+        raise AttributeError(f"params has no attribute {name!r}; use params[{self.SEED_NAMES.get(name, name)!r}] or one of {', '.join(self.SEED_NAMES)}")
+
+    def _dataclass(self, seed_name: str) -> Any:
+        from data.data_params import DataParams
+        from model.model_params import ModelParams
+        from train.train_params import TrainParams
+
+        cls = {"data_params": DataParams, "train_params": TrainParams, "model_params": ModelParams}[seed_name]
+        return _params_from(cls, dict.__getitem__(self, self.SEED_NAMES[seed_name]))
+
+
+def load_params(run_dir: Path) -> RunParams:
     path = Path(run_dir) / "params.json"
     fix = "copy the run again or retrain it"
     params = read_json_dict(path, fix)
     for group in ("data", "train", "model"):
         expect(isinstance(params.get(group), dict), path, f"a {group!r} parameter group", fix)
-    return params
+    return RunParams(params)
 
 
 def _fits(path: Path, what: str, e: BaseException) -> UserError:
@@ -218,7 +247,10 @@ def _fits(path: Path, what: str, e: BaseException) -> UserError:
 
 
 def load_run(run_dir: str | Path, verify: bool = True):
-    """→ lm, dataset (LMDataModule), train_stats, params (the dict in params.json).
+    """→ lm, dataset, train_stats, params (`RunParams`: the dict in params.json).
+
+    Reads only the run folder: `dataset` (an `LMDataModule`) rebuilds the task's data the first
+    time it is used, so a run loads anywhere, even where its training data is gone.
 
     Every file is checked against the manifest first, then for content that can't make a model
     (a params.json that fails the config checks, a tokenizer that doesn't fit the weights...):
@@ -227,7 +259,7 @@ def load_run(run_dir: str | Path, verify: bool = True):
     from safetensors.torch import load_model
 
     from data.data_params import DataParams
-    from data.dataloader import LMDataModule
+    from data.saved_datamodule import SavedRunDataModule
     from data.tokenizer import load_tokenizer
     from model.lm import LM
     from model.model_params import ModelParams
@@ -262,7 +294,7 @@ def load_run(run_dir: str | Path, verify: bool = True):
     except Exception as e:  # safetensors raises its own error types for malformed headers
         raise _fits(wpath, "does not fit the model that params.json and tokenizer.json describe", e) from None
     lm.eval()
-    dataset = LMDataModule(dp, tokenizer=tokenizer, seed=seed, batch_size=tp.batch_size)
+    dataset = SavedRunDataModule(dp, tokenizer, seed=seed, batch_size=tp.batch_size, run_dir=run_dir)
     train_stats = load_train_stats(run_dir / "train_stats.json")
     return lm, dataset, train_stats, params
 
