@@ -79,6 +79,7 @@ RANGES: dict[str, Range] = {
     "TrainParams.n_print_samples": _r(0, 1000),
     "TrainParams.print_sample_len": _r(0, 10**5),
     "TrainParams.num_workers": _r(0, 256),
+    "TrainParams.threads": _r(0, 4096),
     "TrainParams.devices": _r(1, 1024, also=(-1,)),  # -1 = all GPUs
     "TrainParams.num_nodes": _r(1, 4096),
     "TrainParams.checkpoint_every_n_steps": _r(0, INT_MAX),
