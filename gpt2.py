@@ -19,9 +19,25 @@ from train.errors import UserError
 HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 
 
-def get_gpt2(name_or_path: str = "gpt2", device: str | None = None) -> Any:
-    """GPT-2 (any size, or a folder written by `save_pretrained`) as an `LM`, in eval mode."""
-    hf = load_hf_gpt2(name_or_path)
+def get_gpt2(name_or_path: str | None = None, device: str | None = None, offline_fallback: bool = False) -> Any:
+    """GPT-2 (any size, or a folder written by `save_pretrained`) as an `LM`, in eval mode.
+
+    `name_or_path` defaults to `$HARNESS_GPT2`, else "gpt2" (GPT-2 small from the hub or the HF cache).
+    `offline_fallback=True` (the notebook): when it can't be loaded, say so and return a tiny random
+    GPT-2 built in a temp folder instead, so the calls still run (its text is noise)."""
+    import os
+
+    name_or_path = name_or_path or os.environ.get("HARNESS_GPT2") or "gpt2"
+    try:
+        hf = load_hf_gpt2(name_or_path)
+    except UserError as e:
+        if not offline_fallback:
+            raise
+        import tempfile
+
+        print(f"note: {e}. Using a tiny random GPT-2 built locally instead: same code path, meaningless text", flush=True)
+        name_or_path = str(make_tiny_gpt2(Path(tempfile.mkdtemp(prefix="tiny-gpt2-"))))
+        hf = load_hf_gpt2(name_or_path)
     from data.hf_tokenizers import PretrainedTokenizer
 
     lm = lm_from_hf(hf, PretrainedTokenizer.load(name_or_path))
@@ -114,3 +130,40 @@ def lm_from_hf(hf: Any, tokenizer: Any) -> Any:
     lm = LM(mp, tokenizer)
     lm.load_state_dict(state_dict_from_hf(hf.state_dict(), mp.n_layers), strict=True)
     return lm.eval()
+
+
+TINY_TEXTS = [
+    "hello world, the weather is nice today",
+    "as business managers know, the weather for the whole area will change",
+    "well the weather for the whole area will be fine",
+    "the quick brown fox jumps over the lazy dog",
+]
+
+
+def make_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0) -> Path:
+    """A tiny random GPT-2 and its BPE tokenizer written with `save_pretrained` into `folder` (no hub).
+
+    `get_gpt2(folder)` loads it through the same code as "gpt2". Weights are drawn with a large std
+    so logits are far from zero and comparisons in tests mean something."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    folder = Path(folder)
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    backend.train_from_iterator(TINY_TEXTS * 20, trainer=trainer)
+    eot = "<|endoftext|>"
+    GPT2TokenizerFast(tokenizer_object=backend, bos_token=eot, eos_token=eot, unk_token=eot).save_pretrained(folder)
+    eot_id = backend.token_to_id(eot)
+    config = GPT2Config(
+        vocab_size=backend.get_vocab_size(), n_positions=64, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        bos_token_id=eot_id, eos_token_id=eot_id, initializer_range=0.2,
+    )
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder

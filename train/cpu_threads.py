@@ -10,6 +10,12 @@ import os
 _warned = False
 
 
+def default_threads() -> int:
+    """`OMP_NUM_THREADS` when set (the usual way schedulers and users cap threads), else every usable core."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else usable_cores()
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity; all cores where affinity is unknown)."""
     try:
@@ -32,11 +38,11 @@ def load_warning(cores: int | None = None, load: float | None = None) -> str | N
 
 
 def apply_threads(threads: int) -> int:
-    """Set torch's intra-op threads (0 = every usable core); warn once per process about an overloaded machine."""
+    """Set torch's intra-op threads (0 = `default_threads()`); warn once per process about an overloaded machine."""
     import torch
 
     global _warned
-    n = threads or usable_cores()
+    n = threads or default_threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     msg = None if _warned else load_warning()
