@@ -34,7 +34,7 @@ def load_warning(cores: int | None = None, load: float | None = None) -> str | N
             return None
     if load <= cores:
         return None
-    return f"warning: load average {load:.1f} on {cores} cores: other processes compete for the CPU, so training and its timings will be slower than on an idle machine"
+    return f"warning: load average {load:.1f} on {cores} cores: other processes compete for the CPU, so training and its timings will be slower than on an idle machine; TrainParams.threads=1 is often faster then"
 
 
 def apply_threads(threads: int) -> int:
