@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -153,12 +154,13 @@ def test_log_every_n_steps_divides_the_hyperparams_period():
 def test_resume_command_repeats_every_flag():
     args = main.build_parser().parse_args(["--config=sw", "--no-wandb", "--save", "--save-dir=/tmp/my saves", "--seed=7", "--log-dir=/l", "--task=reverse"])
     one = main.resume_command(args, Path("/tmp/my saves/sw/run"))
-    assert one == "python3 main.py --save-dir='/tmp/my saves' --log-dir=/l --no-wandb '--resume=/tmp/my saves/sw/run'"
+    assert one == "python3 main.py --save-dir='/tmp/my saves' --log-dir=/l --no-wandb --resume='/tmp/my saves/sw/run'"
     sweep = main.resume_command(args)
     for flag in ("--config=sw", "--task=reverse", "--save", "--save-dir='/tmp/my saves'", "--no-wandb", "--seed=7", "--log-dir=/l"):
         assert flag in sweep
     assert sweep.endswith(" --resume")
-    assert main.build_parser().parse_args(sweep.replace("'", "").split()[2:]).config == "sw"
+    again = main.build_parser().parse_args(shlex.split(sweep)[2:])
+    assert (again.config, again.save_dir, again.seed, again.no_wandb, again.resume) == ("sw", "/tmp/my saves", 7, True, "")
 
 
 def test_interrupted_run_prints_full_resume_command_and_resume_rewrites_report(ws, capsys, monkeypatch):
@@ -181,7 +183,7 @@ def test_interrupted_run_prints_full_resume_command_and_resume_rewrites_report(w
     monkeypatch.setattr(checkpointing.RunCheckpoint, "on_train_batch_end", orig)
     report = ws.saves / "tiny" / "report.md"
     assert not report.exists()
-    assert main.main(cmd.split()[2:]) == 0  # the printed command, as printed
+    assert main.main(shlex.split(cmd)[2:]) == 0  # the printed command, as printed
     assert report.is_file() and "run" in report.read_text()
 
 
