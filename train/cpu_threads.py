@@ -11,9 +11,11 @@ _warned = False
 
 
 def default_threads() -> int:
-    """`OMP_NUM_THREADS` when set (the usual way schedulers and users cap threads), else every usable core."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else usable_cores()
+    """torch's own count (which follows $OMP_NUM_THREADS, or a `torch.set_num_threads` made earlier in this
+    process, e.g. by the bench or a notebook), but never more than the cores this process may use."""
+    import torch
+
+    return min(torch.get_num_threads(), usable_cores())
 
 
 def usable_cores() -> int:

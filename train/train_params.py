@@ -24,7 +24,7 @@ class TrainParams:
     n_print_samples: int = param(3, "samples printed at the end of every epoch")
     print_sample_len: int = param(60, "longest printed sample, in tokens")
     checkpoint_every_n_steps: int = param(200, "write the resumable checkpoint (checkpoints/last.ckpt) every this many optimizer steps, and after every validation; 0 = only after validations")
-    threads: int = param(0, "CPU threads for torch (torch.set_num_threads); 0 = $OMP_NUM_THREADS if set, else every core this process may use (os.sched_getaffinity)")
+    threads: int = param(0, "CPU threads for torch (torch.set_num_threads); 0 = torch's default ($OMP_NUM_THREADS or the cores) capped at the cores this process may use (os.sched_getaffinity)")
     num_workers: int = param(0, "dataloader worker processes (0 = load in the main process)")
     precision: str = param("32-true", "Lightning precision: '32-true', 'bf16-mixed' (GPU Ampere+ or a CPU with bf16), '16-mixed' (GPU only), '64-true'", choices=("32-true", "bf16-mixed", "16-mixed", "64-true"))
     accelerator: str = param("auto", "Lightning accelerator: 'auto' (GPU if any), 'cpu', 'gpu'", choices=("auto", "cpu", "gpu", "cuda"))
