@@ -20,7 +20,7 @@ class TrainParams:
     grad_clip: float | None = param(1.0, "clip gradient norm to this value; None = no clipping")
     accumulate_grad_batches: int = param(1, "batches whose gradients add up before each optimizer step")
     val_check_interval: float | int = param(1.0, "validate every this many train batches (int) or fraction of an epoch (float)")
-    hyperparams_log_freq: int = param(50, "log lr, elapsed time and tokens/s every this many batches")
+    hyperparams_log_freq: int = param(50, "log lr, elapsed time and tokens/s every this many optimizer steps (counted over the whole run)")
     n_print_samples: int = param(3, "samples printed at the end of every epoch")
     print_sample_len: int = param(60, "longest printed sample, in tokens")
     checkpoint_every_n_steps: int = param(200, "write the resumable checkpoint (checkpoints/last.ckpt) every this many optimizer steps, and after every validation; 0 = only after validations")
