@@ -19,6 +19,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if __name__ == "__main__":  # `python3 scripts/...` without the venv active: rerun under .venv/bin/python
+    sys.path.insert(0, str(REPO))
+    from train.venv_python import ensure_venv_python
+
+    ensure_venv_python()
 OUT = REPO / "docs" / "demo-figures.json"
 DEMO = ["main.py", "--config=test-synth", "--no-wandb", "--save"]  # the Makefile's demo target
 
