@@ -60,7 +60,7 @@ def summary_lines(
     lines.append(f"  val    {fmt_figures({**val, **extra})}")
     if reference:
         lines.append(f"  task   val {reference_line(val, reference)}")
-    test = results.get("test")
+    test = results.get("test") or {k.removeprefix("test_"): v for k, v in results.items() if k.startswith("test_") and isinstance(v, (int, float))}
     if isinstance(test, dict) and test:
         lines.append(f"  test   {fmt_figures(test)}")
         test_ref = task_reference(dm, "test")
