@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed for data, initialisation and shuffling (default 0)")
     p.add_argument("--dry-run", action="store_true", help="list the runs the configs expand to, then exit without training")
     p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="with --resume: load a checkpoint whose .sha256 record is missing or unreadable (refused by default; loading still executes no pickled code)",
+    )
+    p.add_argument(
         "--resume",
         nargs="?",
         const="",
@@ -176,7 +181,7 @@ def resume_one(args: argparse.Namespace) -> int:
     from train.resume import rebuild_config, single_resume
 
     point = single_resume(args.resume, [Path(args.save_dir), Path(args.log_dir)])
-    rc = rebuild_config(point.state)
+    rc = rebuild_config(point.state, point.state_dir)
     args.config = point.state.get("config_arg") or rc.config_name
     step = point.step
     where = f"from step {step}" if step is not None else "from the start (no checkpoint yet)"
@@ -191,7 +196,8 @@ def resume_one(args: argparse.Namespace) -> int:
 
     opts = RunOptions(
         save=bool(point.state["save"]), save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb,
-        seed=int(point.state["seed"]), gpu_ids=gpu_ids, resume_command=lambda run: resume_command(args, run),
+        seed=int(point.state["seed"]), gpu_ids=gpu_ids, allow_unverified=args.allow_unverified,
+        resume_command=lambda run: resume_command(args, run),
     )
     print(f"=== resuming {rc.config_name} task={rc.data.task} {rc.describe()} {where}", flush=True)
     try:
@@ -235,6 +241,7 @@ def run_all(args: argparse.Namespace) -> int:
     opts = RunOptions(
         save=args.save, save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb, seed=args.seed, gpu_ids=gpu_ids,
         resume_command=lambda run: resume_command(args, run) + (f"  (or the whole sweep: {resume_command(args)})" if len(runs) > 1 else ""),
+        allow_unverified=args.allow_unverified,
     )
     from train.resume import plan_sweep
 
