@@ -20,14 +20,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from train.config import RunConfig, load_runs
+from train.config import RunConfig, load_runs, settings_help
 from train.errors import UserError
 from train.resume import RunFailed, RunInterrupted
 
 HERE = Path(__file__).resolve().parent
 CONFIGS_DIR = HERE / "configs"
 MAIN_PROJ = "base"  # prefix of every wandb project and save folder; change it to mark a set of experiments
-wandb_username = None  # your wandb entity, or None for your default one
+wandb_username = None  # your wandb entity (user or team), or None for your default one; sets $WANDB_ENTITY
 
 
 @dataclass
@@ -78,10 +78,30 @@ ABLATIONS: dict[str, Callable[[RunConfig], RunConfig]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    def format_help(self) -> str:
+        # every config key and every registered component; built only when --help asks
+        self.epilog = settings_help() + "\n\n" + components_help()
+        return super().format_help()
+
+
+def components_help() -> str:
+    """The registered model components (model/registry.py), as --help lists them; torch-free."""
+    from model.registry import KINDS, describe
+
+    fields = {"block": "layer_architecture", "attention": "attention", "mlp": "mlp", "norm": "norm", "pos_encoding": "pos_encoding"}
+    lines = ["model components (ModelParams; register your own with @block/@attention/@mlp/@norm/@pos_encoding under model/):"]
+    for kind in KINDS:
+        lines.append(f"  {fields[kind]}:")
+        lines += [f"    {name:<20} {doc}" for name, doc in describe(kind)]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="main.py",
         description="Train decoder-only transformer LMs on the runs described by configs/NAME.txt (and configs/NAME-*.txt).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default=None, help="config name in configs/ without .txt; also runs every NAME-*.txt (required unless --resume=RUN)")
     p.add_argument("--configs-dir", default=os.environ.get("HARNESS_CONFIGS_DIR") or str(CONFIGS_DIR), help="folder holding the config files (default: $HARNESS_CONFIGS_DIR, else configs/ in this repo)")
@@ -277,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("the following arguments are required: --config (or --resume=RUN)")
+    if wandb_username:  # wandb reads the entity from the environment; an explicit $WANDB_ENTITY wins
+        os.environ.setdefault("WANDB_ENTITY", wandb_username)
     try:
         return run_all(args)
     except UserError as e:

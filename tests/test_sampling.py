@@ -9,7 +9,8 @@ from model.kv_cache import KVCache
 from model.lm import LM
 from model.model_params import ModelParams
 from model.sampling import sequence_logprob
-from tests.explorer_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOK = CharTokenizer("abcdefgh>")
 
@@ -29,7 +30,8 @@ ARCHS = [
     dict(layer_architecture="torch-transformer"),
     dict(layer_architecture="torch-transformer", norm_first=False),
     dict(layer_architecture="custom-transformer"),
-    dict(layer_architecture="custom-transformer", norm_first=False, attn_fast_path=False),
+    dict(layer_architecture="custom-transformer", norm_first=False),
+    dict(layer_architecture="llama", pos_encoding="rotary", n_kv_heads=2),
     dict(layer_architecture="custom-transformer", pos_encoding="rotary"),
     dict(layer_architecture="custom-transformer", pos_encoding="sinusoidal"),
     dict(layer_architecture="custom-transformer", pos_encoding="random", max_posencs=64),

@@ -63,13 +63,6 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
-def device_kwargs(rc: RunConfig, opts: RunOptions) -> dict[str, Any]:
-    """accelerator/devices/num_nodes/strategy/precision for lightning.Trainer, checked against this machine."""
-    from train.distributed import plan_scaling
-
-    return plan_scaling(rc.train, opts.gpu_ids).trainer_kwargs()
-
-
 def _relative(path: Path, root: Path) -> str | None:
     try:
         return str(Path(path).resolve().relative_to(Path(root).resolve()))
@@ -156,6 +149,7 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     n_params = sum(p.numel() for p in lm.parameters())
     check_free_space(state_dir, checkpoint_bytes(n_params))
     print(f"run: {namer.describe()} | {n_params:,} parameters | {len(dm.datasets['train'])} train sequences", flush=True)
+    print(lm.attention_path(), flush=True)
     if plan.world_size > 1 or plan.precision != "32-true" or plan.compile:
         print(f"hardware: {plan.describe(rc.train.batch_size, rc.train.accumulate_grad_batches)}", flush=True)
 

@@ -3,32 +3,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from train.params_base import param
+from train.params_base import INT_MAX, param
 
 
 @dataclass
 class TrainParams:
-    epochs: int = param(1, "passes over the training set (an upper bound when max_steps is set)")
-    max_steps: int = param(-1, "stop after this many optimizer steps; -1 = run all epochs")
-    batch_size: int = param(32, "samples per batch")
-    lr: float = param(1e-3, "peak learning rate (AdamW)")
-    min_lr_frac: float = param(0.1, "cosine decay ends at min_lr_frac * lr")
+    epochs: int = param(1, "passes over the training set (an upper bound when max_steps is set)", min=1, max=10**6)
+    max_steps: int = param(-1, "stop after this many optimizer steps; -1 = run all epochs", min=1, max=INT_MAX, also=(-1,))
+    batch_size: int = param(32, "samples per batch", min=1, max=2**20)
+    lr: float = param(1e-3, "peak learning rate (AdamW)", gt=0, max=10**6)
+    min_lr_frac: float = param(0.1, "cosine decay ends at min_lr_frac * lr", min=0, max=1)
     warmup_steps: int = param(100, "linear learning-rate warm-up steps")
-    weight_decay: float = param(0.1, "AdamW weight decay on matrices (not on biases, norms, embeddings' positions)")
-    beta1: float = param(0.9, "AdamW beta1")
-    beta2: float = param(0.99, "AdamW beta2")
-    grad_clip: float | None = param(1.0, "clip gradient norm to this value; None = no clipping")
-    accumulate_grad_batches: int = param(1, "batches whose gradients add up before each optimizer step")
+    weight_decay: float = param(0.1, "AdamW weight decay on matrices (not on biases, norms, embeddings' positions)", min=0, max=100)
+    beta1: float = param(0.9, "AdamW beta1", min=0, lt=1)
+    beta2: float = param(0.99, "AdamW beta2", min=0, lt=1)
+    grad_clip: float | None = param(1.0, "clip gradient norm to this value; None = no clipping", gt=0, max=10**9)
+    accumulate_grad_batches: int = param(1, "batches whose gradients add up before each optimizer step", min=1, max=2**16)
     val_check_interval: float | int = param(1.0, "validate every this many train batches (int) or fraction of an epoch (float)")
-    hyperparams_log_freq: int = param(50, "log lr, elapsed time and tokens/s every this many optimizer steps (counted over the whole run)")
-    n_print_samples: int = param(3, "samples printed at the end of every epoch")
-    print_sample_len: int = param(60, "longest printed sample, in tokens")
-    checkpoint_every_n_steps: int = param(200, "write the resumable checkpoint (checkpoints/last.ckpt) every this many optimizer steps, and after every validation; 0 = only after validations")
-    threads: int = param(0, "CPU threads for torch (torch.set_num_threads); 0 = torch's default ($OMP_NUM_THREADS or the cores) capped at the cores this process may use (os.sched_getaffinity)")
-    num_workers: int = param(0, "dataloader worker processes (0 = load in the main process)")
+    hyperparams_log_freq: int = param(50, "log lr, elapsed time and tokens/s every this many optimizer steps (counted over the whole run)", min=1, max=INT_MAX)
+    n_print_samples: int = param(3, "samples printed at the end of every epoch", min=0, max=1000)
+    print_sample_len: int = param(60, "longest printed sample, in tokens", min=0, max=10**5)
+    checkpoint_every_n_steps: int = param(200, "write the resumable checkpoint (checkpoints/last.ckpt) every this many optimizer steps, and after every validation; 0 = only after validations", min=0, max=INT_MAX)
+    threads: int = param(0, "CPU threads for torch (torch.set_num_threads); 0 = torch's default ($OMP_NUM_THREADS or the cores) capped at the cores this process may use (os.sched_getaffinity)", min=0, max=4096)
+    num_workers: int = param(0, "dataloader worker processes (0 = load in the main process)", min=0, max=256)
     precision: str = param("32-true", "Lightning precision: '32-true', 'bf16-mixed' (GPU Ampere+ or a CPU with bf16), '16-mixed' (GPU only), '64-true'", choices=("32-true", "bf16-mixed", "16-mixed", "64-true"))
     accelerator: str = param("auto", "Lightning accelerator: 'auto' (GPU if any), 'cpu', 'gpu'", choices=("auto", "cpu", "gpu", "cuda"))
-    devices: int | str = param("auto", "devices (processes) per node: a count, -1 = all GPUs, 'auto' = all GPUs or 1 CPU; --gpu-id=0,1 overrides (docs/scaling.md)")
-    num_nodes: int = param(1, "machines; launch the same command on each (torchrun / SLURM srun), see docs/scaling.md")
+    devices: int | str = param("auto", "devices (processes) per node: a count, -1 = all GPUs, 'auto' = all GPUs or 1 CPU; --gpu-id=0,1 overrides (docs/scaling.md)", min=1, max=1024, also=(-1,))
+    num_nodes: int = param(1, "machines; launch the same command on each (torchrun / SLURM srun), see docs/scaling.md", min=1, max=4096)
     strategy: str = param("auto", "Lightning strategy: 'auto' (DDP when several devices), 'ddp', 'ddp_find_unused_parameters_true', 'fsdp' (GPUs only)", choices=("auto", "ddp", "ddp_find_unused_parameters_true", "fsdp"))
     compile: bool = param(False, "torch.compile the training loss computation (docs/scaling.md says when it pays)")
