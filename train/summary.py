@@ -50,27 +50,52 @@ def summary_lines(
     rc: Any, results: dict[str, Any], train_stats: dict[str, list], dm: Any, *, run_dir: Path | None, log_folder: Path,
     ckpt_dir: Path, save_dir: Path, loggers: list | None = None,
 ) -> list[str]:
-    lines = [f"=== summary: {rc.config_name} task={rc.data.task} {rc.describe()}".rstrip()]
+    head = f"=== summary: {rc.config_name} task={rc.data.task} {rc.describe()}".rstrip()
+    return [
+        head, *figure_lines(results, train_stats, dm), time_line(results, train_stats),
+        *path_lines(rc, results, run_dir=run_dir, log_folder=log_folder, ckpt_dir=ckpt_dir, save_dir=save_dir, loggers=loggers),
+    ]
+
+
+def figures_on_test_set(results: dict[str, Any]) -> dict[str, Any]:
+    """Test-set figures when the run evaluated them: `results["test"]`, or `test_*` numbers."""
+    test = results.get("test")
+    if isinstance(test, dict):
+        return test
+    return {k.removeprefix("test_"): v for k, v in results.items() if k.startswith("test_") and isinstance(v, (int, float))}
+
+
+def figure_lines(results: dict[str, Any], train_stats: dict[str, list], dm: Any) -> list[str]:
+    """Final train, val and test figures, each split beside the task's floor or baselines."""
     train_loss = last_value(train_stats, "stat/train_loss:main")
-    lines.append("  train  " + (f"loss {train_loss:.4f} (last batch)" if train_loss is not None else "no train loss recorded"))
+    lines = ["  train  " + (f"loss {train_loss:.4f} (last batch)" if train_loss is not None else "no train loss recorded")]
     val = dict(results.get("val") or {})
-    model_metrics = {n.removeprefix("stat/val_"): last_value(train_stats, n) for n in train_stats if n.startswith("stat/val_")}
     reference = task_reference(dm, "val")
+    model_metrics = {n.removeprefix("stat/val_"): last_value(train_stats, n) for n in train_stats if n.startswith("stat/val_")}
     extra = {k: v for k, v in model_metrics.items() if k not in val and k not in reference and not k.startswith("final_") and v is not None}
     lines.append(f"  val    {fmt_figures({**val, **extra})}")
     if reference:
         lines.append(f"  task   val {reference_line(val, reference)}")
-    test = results.get("test") or {k.removeprefix("test_"): v for k, v in results.items() if k.startswith("test_") and isinstance(v, (int, float))}
-    if isinstance(test, dict) and test:
+    test = figures_on_test_set(results)
+    if test:
         lines.append(f"  test   {fmt_figures(test)}")
         test_ref = task_reference(dm, "test")
         if test_ref:
             lines.append(f"  task   test {reference_line(test, test_ref)}")
+    return lines
+
+
+def time_line(results: dict[str, Any], train_stats: dict[str, list]) -> str:
     tps = [float(r[3]) for r in train_stats.get("time/tokens_per_s") or []]
-    steps = (train_stats.get("stat/train_loss:main") or [[0]])[-1][0] + 1 if train_stats.get("stat/train_loss:main") else 0
+    losses = train_stats.get("stat/train_loss:main") or []
+    steps = losses[-1][0] + 1 if losses else 0
     speed = f"{statistics.fmean(tps):,.0f} tokens/s (mean of {len(tps)} readings)" if tps else "tokens/s not measured (fewer batches than hyperparams_log_freq)"
-    lines.append(f"  time   {results.get('wall_time_s', float('nan')):.1f} s training, {steps} steps, {speed}")
-    lines.append(f"  run    {run_dir}" if run_dir is not None else "  run    not saved: add --save to keep the model (then load it with model_explorer)")
+    return f"  time   {results.get('wall_time_s', float('nan')):.1f} s training, {steps} steps, {speed}"
+
+
+def path_lines(rc: Any, results: dict[str, Any], *, run_dir: Path | None, log_folder: Path, ckpt_dir: Path, save_dir: Path, loggers: list | None) -> list[str]:
+    """Where everything went, and the call that loads the run."""
+    lines = [f"  run    {run_dir}" if run_dir is not None else "  run    not saved: add --save to keep the model (then load it with model_explorer)"]
     logs = [str(Path(log_folder) / "metrics.csv")]
     wandb_dir = Path(log_folder) / "wandb"
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers or []) or wandb_dir.is_dir():
