@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from train.config import RunConfig
 from train.resume import CHECKPOINTS, FAILED, FORMAT, LAST, STATE, ResumePoint, RunFailed, RunInterrupted, now_iso, record_in_index, write_state
@@ -27,6 +27,7 @@ class RunOptions:
     use_wandb: bool = True
     seed: int = 0
     gpu_ids: list[int] | None = None
+    resume_command: Callable[[Path], str] | None = None  # main.py: the command line that continues a run, with every original flag
     allow_unverified: bool = False  # --allow-unverified: load a checkpoint whose .sha256 is missing or unreadable
 
     @property
@@ -78,34 +79,15 @@ def _log_folder(state: dict[str, Any], state_dir: Path, opts: RunOptions) -> Pat
     return Path(opts.log_dir) / rel if isinstance(rel, str) else Path(state["log_folder"])
 
 
+def log_every_n_steps(hyperparams_log_freq: int, most: int = 50) -> int:
+    """Lightning's logging period: the largest divisor of `hyperparams_log_freq` up to `most`, so every
+    step that records lr/time/throughput is also a step the CSV and wandb loggers write."""
+    return max(d for d in range(1, min(most, hyperparams_log_freq) + 1) if hyperparams_log_freq % d == 0)
+
+
 def checkpoint_bytes(n_params: int) -> int:
     """Rough disk need: a checkpoint (weights + AdamW moments) twice while it is replaced, plus the saved weights."""
     return n_params * 4 * (3 * 2 + 1) + (1 << 20)
-
-
-PROGRESS_BAR_REFRESH = 10  # batches between progress-bar updates: updating every batch cost ~0.5-1 ms/step (docs/benchmarks.md)
-
-
-def progress_bar():
-    """Lightning's own default bar (Rich when installed, else tqdm), updated every few batches."""
-    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
-    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
-
-    if not _RICH_AVAILABLE:
-        return TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH)  # tqdm counts refresh_rate in batches itself
-
-    class RichProgressBarEvery(RichProgressBar):
-        """Rich's bar updated (count and metrics) every PROGRESS_BAR_REFRESH batches and on an epoch's last.
-
-        Lightning's Rich bar reads and formats every metric on every batch whatever its refresh_rate
-        (which it uses as redraws per second).
-        """
-
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            if (batch_idx + 1) % PROGRESS_BAR_REFRESH == 0 or batch_idx + 1 >= self.total_train_batches:
-                super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    return RichProgressBarEvery(refresh_rate=PROGRESS_BAR_REFRESH)
 
 
 def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | None = None, identity: str | None = None) -> RunResult:
@@ -138,7 +120,12 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
 
     from train.distributed import env_rank_zero, final_model, plan_scaling, rank_seed_callback
 
+    from train.cpu_threads import apply_threads
+    from train.progress import progress_bar
+    from train.summary import print_summary
+
     quiet_lightning()
+    apply_threads(rc.train.threads)  # before any torch work; warns once when the machine is overloaded
     plan = plan_scaling(rc.train, opts.gpu_ids)  # impossible hardware settings fail here, before anything is built
     rank0 = env_rank_zero()  # several processes (docs/scaling.md): only rank 0 writes files, logs or wandb
     if resume is not None:
@@ -223,7 +210,7 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
         accumulate_grad_batches=rc.train.accumulate_grad_batches,
         val_check_interval=rc.train.val_check_interval,
         logger=loggers,
-        log_every_n_steps=max(1, min(50, rc.train.hyperparams_log_freq)),
+        log_every_n_steps=log_every_n_steps(rc.train.hyperparams_log_freq),
         num_sanity_val_steps=0,
         enable_checkpointing=True,
         enable_model_summary=False,
@@ -258,7 +245,8 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
         step = state.get("last_checkpoint_step")
         if rank0:
             write_state(state_dir, state, status="interrupted", message=str(e))
-        raise RunInterrupted(f"{e}: checkpoint at step {step} in {ckpt_dir / LAST}; continue with: python main.py --resume={state_dir}") from None
+        again = opts.resume_command(state_dir) if opts.resume_command else f"python3 main.py --resume={state_dir}"
+        raise RunInterrupted(f"{e}: checkpoint at step {step} in {ckpt_dir / LAST}; continue with: {again}") from None
     except BaseException:
         if rank0:
             write_state(state_dir, state, status="interrupted", message="stopped by an error")
@@ -282,17 +270,18 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     if stopped:
         print(f"stopped early at step {trainer.global_step}: {stopped}", flush=True)
     _finish_loggers(loggers)
+    results = {"val_loss": val["loss:main"], "val": val, "test_loss": test.get("loss:main"), "test": test, "n_params": n_params,
+               "wall_time_s": wall, "timestamp": timestamp, "steps": trainer.global_step, "stopped_early": stopped}
+    if snapshots and (kept := snapshot_summary(state_dir / SNAPSHOTS)):
+        results["checkpoints_over_training"] = kept
     if run_dir is not None and trainer.is_global_zero:
-        results = {"val_loss": val["loss:main"], "val": val, "test_loss": test.get("loss:main"), "test": test, "n_params": n_params,
-                   "wall_time_s": wall, "timestamp": timestamp, "steps": trainer.global_step, "stopped_early": stopped}
-        if snapshots and (kept := snapshot_summary(state_dir / SNAPSHOTS)):
-            results["checkpoints_over_training"] = kept
         params = {**rc.as_dict(), "seed": seed, "config_name": rc.config_name, "varying": rc.varying}
         run_dir = save_run(run_dir, lm, params, train_stats, results, replace_incomplete=True, carry=(SNAPSHOTS,))
         print(f"saved to {run_dir}", flush=True)
     else:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         write_state(state_dir, state, status="done", finished=now_iso())
+    print_summary(rc, results, train_stats, dm, run_dir=run_dir, log_folder=log_folder, ckpt_dir=ckpt_dir, save_dir=opts.save_dir, loggers=loggers)
     return RunResult(run_dir, val, train_stats, wall, lm)
 
 

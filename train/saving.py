@@ -87,6 +87,13 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=1, default=_json_default))
 
 
+def _plain_file_mode() -> int:
+    """The mode `open()` gives new files under this process's umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _json_default(o: Any) -> Any:
     if dataclasses.is_dataclass(o):
         return dataclasses.asdict(o)
@@ -121,6 +128,7 @@ def save_run(
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_model(lm, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    os.chmod(tmp / WEIGHTS, _plain_file_mode())  # safetensors writes 0600; the rest of the run is readable like any file
     lm.tokenizer.save(tmp / "tokenizer.json")
     write_json(tmp / "params.json", params)
     write_json(tmp / "train_stats.json", {k: [list(r) for r in v] for k, v in train_stats.items()})

@@ -101,9 +101,16 @@ class LMTrainer(L.LightningModule):
             self.log_stat(f"stat/train_loss:{name}", value, prog_bar=name == "main")
         # Here rather than in on_train_batch_end: checkpoints are written by callbacks at batch end,
         # before that hook would run, and a resumed run must not miss what it logs.
-        if (batch_idx + 1) % self.train_params.hyperparams_log_freq == 0:
+        if self._hyperparams_step(batch_idx):
             self.log_hyperparams_and_time()
         return losses["main"]
+
+    def _hyperparams_step(self, batch_idx: int) -> bool:
+        """Every `hyperparams_log_freq` optimizer steps counted over the whole run, not within an epoch:
+        `log_every_n_steps` divides it (train/run.py), so the CSV and wandb get these values in every epoch."""
+        tp = self.train_params
+        last_micro_batch = (batch_idx + 1) % tp.accumulate_grad_batches == 0
+        return last_micro_batch and (self.global_step + 1) % tp.hyperparams_log_freq == 0
 
     def on_train_start(self) -> None:
         self._start_time = time.perf_counter() - self._elapsed_before
