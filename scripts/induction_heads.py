@@ -1,14 +1,16 @@
 """The induction-head phase change, reproduced: train configs/induction-heads.txt with log-spaced
-checkpoints over training, then draw the in-context loss and the best induction score against
-training samples seen (docs/dynamics.md).
+checkpoints over training, then draw the in-context loss, the best layer-1 induction score and the
+best layer-0 previous-token score against training samples seen (docs/dynamics.md).
 
     python scripts/induction_heads.py                       # -> docs/figures/induction-heads.png (+ .csv)
     python scripts/induction_heads.py --run TIMESTAMP_OR_FOLDER   # analyse a run already trained
     python scripts/induction_heads.py --save-dir /tmp/ih --out /tmp/ih.png --seed 1
 
 In-context loss: on held-out random strings written twice, the mean next-token loss on the
-second copy minus that on the first (about -log(26) = -3.26 nats for a perfect copier, 0 for
-a model that ignores the context), on strings of SEQ_LEN letters. Induction score: model/head_scores.py (Olsson et al. 2022).
+second copy minus that on the first (about -log(62) = -4.13 nats for a perfect copier, 0 for
+a model that ignores the context), on strings of SEQ_LEN symbols. Head scores (model/head_scores.py,
+Olsson et al. 2022) per layer: the circuit is a layer-0 previous-token head whose output the
+layer-1 induction head's keys read (K-composition); a layer-0 "induction" score is positional.
 """
 from __future__ import annotations
 
@@ -117,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     last = table[-1]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     dp, mp = cps.params["data"], cps.params["model"]
-    draw(table, args.out, f"{mp['n_layers']}-layer attention-only transformer (dim {mp['dim']}, {mp['n_heads']} heads)\nrepeat_random: "
-         f"{len(dp['alphabet'])} symbols, strings of {dp['min_len']}-{dp['max_len']}; measured at length {SEQ_LEN}")
+    draw(table, args.out, f"{mp['n_layers']}-layer attention-only transformer (dim {mp['dim']}, {mp['n_heads']} heads, {mp['pos_encoding']} positions)\nrepeat_random: "
+         f"{len(dp['alphabet'])} symbols, strings of {dp['min_len']}-{dp['max_len']} after 0-{dp.get('repeat_prefix_max_len', 0)} random ones; measured at length {SEQ_LEN}")
     table.to_csv(args.out.with_suffix(".csv"))
     print(f"run: {run}")
     if train_s is not None:
