@@ -27,14 +27,14 @@ sys.path.insert(0, str(REPO))
 SEQ_LEN = 16  # length of the repeated strings measured on (configs/induction-heads.txt trains on 8..24)
 
 
-def measure(lm, tokens) -> dict[str, float]:
+def measure(lm, tokens, fwd_hooks=()) -> dict[str, float]:
     """In-context loss, the best induction head overall, and per layer the best previous-token and
     induction scores: the two-layer circuit is a layer-0 previous-token head feeding a layer-1
     induction head, so a high induction score in layer 0 is a positional heuristic, not the circuit."""
     from model.head_scores import best_head, head_scores, repeated_halves_loss
 
     first, second = repeated_halves_loss(lm, tokens)
-    scores = head_scores(lm, tokens=tokens)
+    scores = head_scores(lm, tokens=tokens, fwd_hooks=fwd_hooks)
     ind, layer, head = best_head(scores["induction"])
     row = {
         "in_context_loss": second - first, "loss_first_copy": first, "loss_second_copy": second,
