@@ -1,14 +1,16 @@
 """The induction-head phase change, reproduced: train configs/induction-heads.txt with log-spaced
-checkpoints over training, then draw the in-context loss and the best induction score against
-training samples seen (docs/dynamics.md).
+checkpoints over training, then draw the in-context loss, the best layer-1 induction score and the
+best layer-0 previous-token score against training samples seen (docs/dynamics.md).
 
     python scripts/induction_heads.py                       # -> docs/figures/induction-heads.png (+ .csv)
     python scripts/induction_heads.py --run TIMESTAMP_OR_FOLDER   # analyse a run already trained
     python scripts/induction_heads.py --save-dir /tmp/ih --out /tmp/ih.png --seed 1
 
 In-context loss: on held-out random strings written twice, the mean next-token loss on the
-second copy minus that on the first (about -log(26) = -3.26 nats for a perfect copier, 0 for
-a model that ignores the context), on strings of SEQ_LEN letters. Induction score: model/head_scores.py (Olsson et al. 2022).
+second copy minus that on the first (about -log(62) = -4.13 nats for a perfect copier, 0 for
+a model that ignores the context), on strings of SEQ_LEN symbols. Head scores (model/head_scores.py,
+Olsson et al. 2022) per layer: the circuit is a layer-0 previous-token head whose output the
+layer-1 induction head's keys read (K-composition); a layer-0 "induction" score is positional.
 """
 from __future__ import annotations
 
@@ -22,20 +24,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SEQ_LEN = 11  # length of the repeated strings measured on (configs/induction-heads.txt trains on 6..16)
+SEQ_LEN = 16  # length of the repeated strings measured on (configs/induction-heads.txt trains on 8..24)
 
 
-def measure(lm, tokens) -> dict[str, float]:
+def measure(lm, tokens, fwd_hooks=()) -> dict[str, float]:
+    """In-context loss, the best induction head overall, and per layer the best previous-token and
+    induction scores: the two-layer circuit is a layer-0 previous-token head feeding a layer-1
+    induction head, so a high induction score in layer 0 is a positional heuristic, not the circuit."""
     from model.head_scores import best_head, head_scores, repeated_halves_loss
 
     first, second = repeated_halves_loss(lm, tokens)
-    scores = head_scores(lm, tokens=tokens)
+    scores = head_scores(lm, tokens=tokens, fwd_hooks=fwd_hooks)
     ind, layer, head = best_head(scores["induction"])
-    return {
+    row = {
         "in_context_loss": second - first, "loss_first_copy": first, "loss_second_copy": second,
         "best_induction_score": ind, "induction_head": f"{layer}.{head}",
         "best_previous_token_score": best_head(scores["previous_token"])[0],
     }
+    for name in ("previous_token", "induction"):
+        for lay, per_head in enumerate(scores[name]):
+            score, _, h = best_head(per_head[None])
+            row[f"L{lay}_{name}"], row[f"L{lay}_{name}_head"] = score, h
+    return row
 
 
 def first_crossing(xs: list[int], ys: list[float], frac: float = 0.5) -> int:
@@ -52,15 +62,17 @@ def draw(table, out: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     xs = table.column("n_samples")
-    icl, ind = table.column("in_context_loss"), table.column("best_induction_score")
+    icl, ind = table.column("in_context_loss"), table.column("L1_induction")
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ax.plot(xs, icl, "o-", ms=3, color="tab:blue", label="in-context loss (2nd copy - 1st, nats)")
     ax.set_ylabel("in-context loss (nats)", color="tab:blue")
     ax.set_xscale("symlog", linthresh=min(x for x in xs if x > 0))
     ax.set_xlabel("training samples seen (log scale; 0 = initial weights)")
     ax2 = ax.twinx()
-    ax2.plot(xs, ind, "s-", ms=3, color="tab:red", label="best induction-head score")
-    ax2.set_ylabel("best induction score (attention)", color="tab:red")
+    ax2.plot(xs, ind, "s-", ms=3, color="tab:red", label="best layer-1 induction score")
+    ax2.plot(xs, table.column("L0_previous_token"), "^-", ms=3, color="tab:green", label="best layer-0 previous-token score")
+    ax2.plot(xs, table.column("L0_induction"), "--", lw=1, color="tab:gray", label="best layer-0 induction score (positional)")
+    ax2.set_ylabel("head score (attention)")
     ax2.set_ylim(0, 1)
     for x, c in ((first_crossing(xs, icl), "tab:blue"), (first_crossing(xs, ind), "tab:red")):
         ax.axvline(x, color=c, ls=":", lw=1)
@@ -103,20 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     table = me.over_checkpoints(cps, lambda lm: measure(lm, tokens))
     analyse_s = time.perf_counter() - start
     xs = table.column("n_samples")
-    jump_icl, jump_ind = first_crossing(xs, table.column("in_context_loss")), first_crossing(xs, table.column("best_induction_score"))
+    jump_icl, jump_ind = first_crossing(xs, table.column("in_context_loss")), first_crossing(xs, table.column("L1_induction"))
     last = table[-1]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     dp, mp = cps.params["data"], cps.params["model"]
-    draw(table, args.out, f"{mp['n_layers']}-layer attention-only transformer (dim {mp['dim']}, {mp['n_heads']} heads)\nrepeat_random: "
-         f"{len(dp['alphabet'])} symbols, strings of {dp['min_len']}-{dp['max_len']}; measured at length {SEQ_LEN}")
+    draw(table, args.out, f"{mp['n_layers']}-layer attention-only transformer (dim {mp['dim']}, {mp['n_heads']} heads, {mp['pos_encoding']} positions)\nrepeat_random: "
+         f"{len(dp['alphabet'])} symbols, strings of {dp['min_len']}-{dp['max_len']} after 0-{dp.get('repeat_prefix_max_len', 0)} random ones; measured at length {SEQ_LEN}")
     table.to_csv(args.out.with_suffix(".csv"))
     print(f"run: {run}")
     if train_s is not None:
         print(f"training command (main.py, incl. start-up and saving): {train_s:.1f} s; 1-min load average now {load:.1f}")
     print(f"analysis of {len(table)} checkpoints: {analyse_s:.1f} s")
     print(f"in-context loss: {table[0]['in_context_loss']:+.3f} nats at init -> {last['in_context_loss']:+.3f} at {xs[-1]:,} samples; half-way at {jump_icl:,} samples")
-    print(f"best induction score: {table[0]['best_induction_score']:.3f} at init -> {last['best_induction_score']:.3f} (head {last['induction_head']}); half-way at {jump_ind:,} samples")
-    print(f"best previous-token score at the end: {last['best_previous_token_score']:.3f}")
+    print(f"best layer-1 induction score: {table[0]['L1_induction']:.3f} at init -> {last['L1_induction']:.3f} (head 1.{last['L1_induction_head']}); half-way at {jump_ind:,} samples")
+    print(f"best layer-0 previous-token score: {table[0]['L0_previous_token']:.3f} at init -> {last['L0_previous_token']:.3f} (head 0.{last['L0_previous_token_head']})")
+    print(f"best induction score in any layer at the end: {last['best_induction_score']:.3f} (head {last['induction_head']})")
     print(f"figure: {args.out}; table: {args.out.with_suffix('.csv')}")
     return 0
 

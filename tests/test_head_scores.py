@@ -109,3 +109,24 @@ def test_halves_loss_matches_the_per_token_perplexity_table():
     assert first == pytest.approx(per_token[:, :T].mean().item(), rel=1e-5)
     assert second == pytest.approx(per_token[:, T : 2 * T].mean().item(), rel=1e-5)
     assert abs(first - math.log(lm.n_tokens)) < 0.5  # an untrained model is near uniform on both halves
+
+
+def test_induction_demo_reads_the_circuit_per_layer():
+    """scripts/induction_heads.py reports each layer's best previous-token and induction head: a
+    planted layer-0 previous-token head and layer-1 induction head are found where they are, and a
+    layer-0 induction head (positional, not the circuit) is told apart from a layer-1 one."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("induction_heads", Path(__file__).resolve().parent.parent / "scripts" / "induction_heads.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    lm = tiny_lm()
+    x = repeated_random_tokens(lm, T, n_seqs=4)
+    row = demo.measure(lm, x, fwd_hooks=[planted(0, 1, PREV), planted(1, 0, IND)])
+    assert (row["L0_previous_token"], row["L0_previous_token_head"]) == (pytest.approx(1.0), 1)
+    assert (row["L1_induction"], row["L1_induction_head"]) == (pytest.approx(1.0), 0)
+    assert row["L0_induction"] < 0.5 and row["L1_previous_token"] < 0.5
+    swapped = demo.measure(lm, x, fwd_hooks=[planted(0, 1, IND)])
+    assert swapped["L0_induction"] == pytest.approx(1.0) and swapped["L1_induction"] < 0.5
+    assert swapped["induction_head"] == "0.1"
