@@ -19,16 +19,16 @@ from train.errors import UserError
 HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 
 
-def get_gpt2(name_or_path: str = "gpt2", device: str | None = None) -> Any:
+def get_gpt2(name_or_path: str = "gpt2", device: str | None = None, revision: str | None = None) -> Any:
     """GPT-2 (any size, or a folder written by `save_pretrained`) as an `LM`, in eval mode."""
-    hf = load_hf_gpt2(name_or_path)
+    hf = load_hf_gpt2(name_or_path, revision)
     from data.hf_tokenizers import PretrainedTokenizer
 
     lm = lm_from_hf(hf, PretrainedTokenizer.load(name_or_path))
     return lm.to(device) if device else lm
 
 
-def load_hf_gpt2(name_or_path: str) -> Any:
+def load_hf_gpt2(name_or_path: str, revision: str | None = None) -> Any:
     from transformers import GPT2LMHeadModel
 
     from data.hf_datasets import hub_offline, hub_reachable
@@ -37,7 +37,7 @@ def load_hf_gpt2(name_or_path: str) -> Any:
     online = local or hub_reachable()
     try:
         with nullcontext() if online else hub_offline():
-            return GPT2LMHeadModel.from_pretrained(str(Path(name_or_path).expanduser()) if local else name_or_path, local_files_only=not online)
+            return GPT2LMHeadModel.from_pretrained(str(Path(name_or_path).expanduser()) if local else name_or_path, local_files_only=not online, revision=revision)
     except (OSError, ValueError) as e:
         where = "the local folder" if local else ("the Hugging Face hub" if online else "the local HF cache (the hub is unreachable)")
         raise UserError(f"GPT-2 {name_or_path!r}: could not load it from {where} ({type(e).__name__}); pass a hub name or a save_pretrained folder") from None

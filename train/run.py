@@ -101,10 +101,11 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     """
     import lightning as L
 
-    from model.lm import LM
     from train.checkpointing import InterruptFlag, ResumableLMDataModule, ResumeState, RunCheckpoint, SafeCheckpointIO
     from train.evaluate import evaluate
+    from train.freeze import param_summary
     from train.guards import NonFiniteError, NonFiniteGuard
+    from train.init_from import RECORD, build_lm, prepare
     from train.loggers import make_loggers
     from train.saving import check_free_space, check_writable, save_run
     from train.trainer import LMTrainer
@@ -132,13 +133,18 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
         check_writable(state_dir)  # before anything slow: fail fast, create nothing
         check_writable(log_folder)
 
+    origin = prepare(rc, opts.save_dir)  # init_from: the source's weights, tokenizer and architecture (train/init_from.py)
+    rc = origin.rc if origin else rc
     L.seed_everything(seed, workers=True, verbose=False)
-    dm = ResumableLMDataModule(rc.data, seed=seed, batch_size=rc.train.batch_size, num_workers=rc.train.num_workers)
-    lm = LM(rc.model, dm.tokenizer)
+    dm_kwargs = dict(seed=seed, batch_size=rc.train.batch_size, num_workers=rc.train.num_workers)
+    dm = origin.datamodule(ResumableLMDataModule, **dm_kwargs) if origin else ResumableLMDataModule(rc.data, **dm_kwargs)
+    lm = origin.lm() if origin else build_lm(rc, dm.tokenizer)  # then freeze / LoRA (TrainParams)
     module = LMTrainer(lm, rc.train)
     n_params = sum(p.numel() for p in lm.parameters())
     check_free_space(state_dir, checkpoint_bytes(n_params))
-    print(f"run: {namer.describe()} | {n_params:,} parameters | {len(dm.datasets['train'])} train sequences", flush=True)
+    print(f"run: {namer.describe()} | {param_summary(lm)} | {len(dm.datasets['train'])} train sequences", flush=True)
+    if origin:
+        origin.measure_before(module, dm.val_dataloader())
     if plan.world_size > 1 or plan.precision != "32-true" or plan.compile:
         print(f"hardware: {plan.describe(rc.train.batch_size, rc.train.accumulate_grad_batches)}", flush=True)
 
@@ -233,6 +239,8 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     lm = final_model(trainer, module)  # every rank takes part (FSDP gathers the weights); None off rank 0
     if lm is None:  # ranks other than 0: rank 0 evaluates, saves and logs
         return RunResult(None, {}, {}, wall)
+    if origin:
+        lm = origin.finish(lm)  # LoRA: keep the adapter to save, merge it into the weights
     val = evaluate(lm, dm.val_dataloader())
     module.log_stat("stat/final_val_loss:main", val["loss:main"])
     train_stats = module.flush_stats()
@@ -241,7 +249,8 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     if run_dir is not None and trainer.is_global_zero:
         results = {"val_loss": val["loss:main"], "val": val, "n_params": n_params, "wall_time_s": wall, "timestamp": timestamp}
         params = {**rc.as_dict(), "seed": seed, "config_name": rc.config_name, "varying": rc.varying}
-        run_dir = save_run(run_dir, lm, params, train_stats, results, replace_incomplete=True)
+        extra = {RECORD: origin.record()} if origin else None
+        run_dir = save_run(run_dir, lm, params, train_stats, results, extra, replace_incomplete=True, adapter=origin and origin.adapter)
         print(f"saved to {run_dir}", flush=True)
     else:
         shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -1,6 +1,6 @@
 """A saved run is a folder of plain files — no pickle anywhere:
 
-    model.safetensors   weights
+    model.safetensors   weights (a LoRA run: adapter.safetensors + init_from.json, see train/init_from.py)
     tokenizer.json      the tokenizer, restored exactly by data.tokenizer.load_tokenizer
     params.json         {"data": ..., "train": ..., "model": ..., "seed": ..., "config_name": ...}
     train_stats.json    {name: [[step, n_samples, counter, value], ...]}
@@ -28,6 +28,7 @@ from train.errors import UserError
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
+ADAPTER = "adapter.safetensors"  # a LoRA run's adapter, merged into its source's weights on load
 
 
 def sha256(path: Path) -> str:
@@ -106,13 +107,15 @@ def save_run(
     results: dict[str, Any],
     extra: dict[str, Any] | None = None,
     replace_incomplete: bool = False,
+    adapter: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete run folder atomically; returns its final path.
 
     `replace_incomplete`: `run_dir` may already hold the run's in-progress files (run state,
     checkpoints; no manifest) — they are swapped out for the finished run and deleted.
+    `adapter`: a LoRA run's adapter tensors, saved instead of the full weights.
     """
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file, save_model
 
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +123,10 @@ def save_run(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(lm, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    if adapter is None:
+        save_model(lm, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    else:
+        save_file(adapter, str(tmp / ADAPTER), metadata={"format": "pt"})
     lm.tokenizer.save(tmp / "tokenizer.json")
     write_json(tmp / "params.json", params)
     write_json(tmp / "train_stats.json", {k: [list(r) for r in v] for k, v in train_stats.items()})
@@ -178,29 +184,38 @@ def load_params(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "params.json").read_text())
 
 
-def load_run(run_dir: str | Path, verify: bool = True):
-    """→ lm, dataset (LMDataModule), train_stats, params (the dict in params.json)."""
+def load_lm(run_dir: str | Path, verify: bool = True) -> tuple[Any, dict[str, Any]]:
+    """→ lm (eval mode), params of a saved run, without its data. A LoRA run comes back merged."""
     from safetensors.torch import load_model
 
-    from data.data_params import DataParams
-    from data.dataloader import LMDataModule
     from data.tokenizer import load_tokenizer
     from model.lm import LM
     from model.model_params import ModelParams
-    from train.train_params import TrainParams
 
     run_dir = Path(run_dir)
     if verify:
         verify_manifest(run_dir)
     params = load_params(run_dir)
-    dp = _params_from(DataParams, params["data"])
-    mp = _params_from(ModelParams, params["model"])
-    tp = _params_from(TrainParams, params["train"])
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    lm = LM(mp, tokenizer)
+    lm = LM(_params_from(ModelParams, params["model"]), load_tokenizer(run_dir / "tokenizer.json"))
+    if (run_dir / ADAPTER).is_file():
+        from train.init_from import load_lora_run
+
+        return load_lora_run(run_dir, lm), params
     load_model(lm, str(run_dir / WEIGHTS), strict=True)
-    lm.eval()
-    dataset = LMDataModule(dp, tokenizer=tokenizer, seed=params.get("seed", 0), batch_size=tp.batch_size)
+    return lm.eval(), params
+
+
+def load_run(run_dir: str | Path, verify: bool = True):
+    """→ lm, dataset (LMDataModule), train_stats, params (the dict in params.json)."""
+    from data.data_params import DataParams
+    from data.dataloader import LMDataModule
+    from train.train_params import TrainParams
+
+    run_dir = Path(run_dir)
+    lm, params = load_lm(run_dir, verify)
+    dp = _params_from(DataParams, params["data"])
+    tp = _params_from(TrainParams, params["train"])
+    dataset = LMDataModule(dp, tokenizer=lm.tokenizer, seed=params.get("seed", 0), batch_size=tp.batch_size)
     stats = json.loads((run_dir / "train_stats.json").read_text())
     train_stats = {k: [tuple(r) for r in v] for k, v in stats.items()}
     return lm, dataset, train_stats, params

@@ -82,6 +82,8 @@ RANGES: dict[str, Range] = {
     "TrainParams.devices": _r(1, 1024, also=(-1,)),  # -1 = all GPUs
     "TrainParams.num_nodes": _r(1, 4096),
     "TrainParams.checkpoint_every_n_steps": _r(0, INT_MAX),
+    "TrainParams.lora_rank": _r(0, 2**16),
+    "TrainParams.lora_alpha": _r(0, FLOAT_MAX, open_lo=True),
     # ModelParams
     "ModelParams.dim": _r(1, 2**16),
     "ModelParams.n_layers": _r(1, 4096),
@@ -150,6 +152,10 @@ def run_problem(data: Any, train: Any, model: Any) -> str | None:
         return f"ModelParams.n_heads={model.n_heads} must divide dim={model.dim}"
     if model.max_seq_len < data.max_seq_len:
         return f"ModelParams.max_seq_len={model.max_seq_len} is shorter than DataParams.max_seq_len={data.max_seq_len}; raise the model's"
+    if train.lora_rank and not train.init_from:
+        return "TrainParams.lora_rank needs init_from (LoRA adapts existing weights); set init_from or lora_rank=0"
+    if train.lora_rank and train.freeze:
+        return "TrainParams.freeze has no effect with lora_rank > 0 (LoRA trains only its adapters); drop one of them"
     if data.min_len > data.max_len:
         return f"DataParams.min_len={data.min_len} is larger than max_len={data.max_len}"
     need, n_params = estimate_train_bytes(data, train, model)
