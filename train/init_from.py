@@ -23,10 +23,9 @@ import dataclasses
 import hashlib
 import json
 import re
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -138,49 +137,13 @@ def _run_source(spec: str, run_dir: Path, checkpoint: str) -> Source:
                   params["data"]["tokenizer"], {k: v.detach().clone() for k, v in state_dict.items()})
 
 
-# model_type (config.json) → loader(name_or_folder, revision) returning our LM
-HF_FAMILIES: dict[str, Callable[[str, str | None], LM]] = {}
-
-
-def _gpt2(name: str, revision: str | None) -> LM:
-    import gpt2
-
-    return gpt2.get_gpt2(name, revision=revision)
-
-
-HF_FAMILIES["gpt2"] = _gpt2
-
-
-def hf_model_type(name: str, local: bool, revision: str | None = None) -> str:
-    """config.json's model_type; offline, a hub name not in the cache stops with how to supply a folder."""
-    if local:
-        return json.loads((Path(name) / "config.json").read_text()).get("model_type", "")
-    from transformers import AutoConfig
-
-    from data.hf_datasets import hub_offline, hub_reachable
-
-    online = hub_reachable()
-    try:
-        with nullcontext() if online else hub_offline():
-            return AutoConfig.from_pretrained(name, revision=revision, local_files_only=not online).model_type
-    except (OSError, ValueError) as e:
-        where = "the Hugging Face hub" if online else "the local HF cache (the hub is unreachable)"
-        raise UserError(
-            f"{name!r}: no saved run or folder of that name, and it could not be loaded from {where} ({type(e).__name__}); "
-            f"on a connected machine save it with AutoModelForCausalLM.from_pretrained({name!r}).save_pretrained(DIR) "
-            "(and its tokenizer likewise) and pass DIR"
-        ) from None
-
-
 def _hf_source(spec: str, name: str, checkpoint: str, local: bool) -> Source:
+    from pretrained import get_hf_model
+
     revision = None if checkpoint == FINAL else checkpoint
     if local and revision is not None:
         raise UserError(f"init_from={spec!r}: a local folder has no revisions; drop '@{checkpoint}'")
-    model_type = hf_model_type(name, local, revision)
-    loader = HF_FAMILIES.get(model_type)
-    if loader is None:
-        raise UserError(f"init_from={spec!r}: model_type {model_type!r} is not supported; supported: {', '.join(sorted(HF_FAMILIES))}")
-    lm = loader(name, revision)
+    lm = get_hf_model(name, revision)
     return Source(spec, "hf", name, checkpoint, lm.model_params, lm.tokenizer, name, {k: v.detach().clone() for k, v in lm.state_dict().items()})
 
 

@@ -141,6 +141,7 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     lm = origin.lm() if origin else build_lm(rc, dm.tokenizer)  # then freeze / LoRA (TrainParams)
     module = LMTrainer(lm, rc.train)
     n_params = sum(p.numel() for p in lm.parameters())
+    n_trainable = sum(p.numel() for p in lm.parameters() if p.requires_grad)  # fewer with freeze / LoRA
     check_free_space(state_dir, checkpoint_bytes(n_params))
     print(f"run: {namer.describe()} | {param_summary(lm)} | {len(dm.datasets['train'])} train sequences", flush=True)
     if origin:
@@ -247,7 +248,7 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     print("final val: " + ", ".join(f"{k}={v:.4f}" for k, v in val.items()), flush=True)
     _finish_loggers(loggers)
     if run_dir is not None and trainer.is_global_zero:
-        results = {"val_loss": val["loss:main"], "val": val, "n_params": n_params, "wall_time_s": wall, "timestamp": timestamp}
+        results = {"val_loss": val["loss:main"], "val": val, "n_params": n_params, "n_trainable": n_trainable, "wall_time_s": wall, "timestamp": timestamp}
         params = {**rc.as_dict(), "seed": seed, "config_name": rc.config_name, "varying": rc.varying}
         extra = {RECORD: origin.record()} if origin else None
         run_dir = save_run(run_dir, lm, params, train_stats, results, extra, replace_incomplete=True, adapter=origin and origin.adapter)
