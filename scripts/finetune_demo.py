@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 MODEL = """ModelParams
 layer_architecture="custom-transformer"
-dim=128
-n_layers=3
+dim=64
+n_layers=2
 n_heads=4
 max_seq_len=64
 """
@@ -45,7 +45,7 @@ max_seq_len=64
 TrainParams
 epochs=50
 max_steps={steps}
-batch_size=32
+batch_size=16
 lr=3e-3
 warmup_steps=20
 val_check_interval=1.0
@@ -86,16 +86,17 @@ def licence_text(text_dir: Path, chars: set[str]) -> tuple[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--text-dir", default="/usr/share/common-licenses")
-    ap.add_argument("--base-steps", type=int, default=300)
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--base-steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--lora-rank", type=int, default=8)
+    ap.add_argument("--base", default=None, help="reuse this saved Shakespeare run instead of training the base")
     ap.add_argument("--work", default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="finetune-"))
     (work / "configs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HARNESS_DATA_PATH": str(work / "data")}
 
-    base = run(work, "base", config("shakespeare", args.base_steps), env)
+    base = Path(args.base) if args.base else run(work, "base", config("shakespeare", args.base_steps), env)
     chars = set(json.loads((base / "tokenizer.json").read_text())["chars"])
     text, dropped = licence_text(Path(args.text_dir), chars)
     (work / "data" / "licenses").mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,8 @@ def main() -> None:
         "from scratch": run(work, "scratch", config("licenses", args.steps), env),
     }
     base_res = json.loads((base / "results.json").read_text())
-    print(f"\nbase: shakespeare, {args.base_steps} steps, val loss {base_res['val_loss']:.3f}, {base_res['wall_time_s']:.0f} s training, {base_res['n_params']:,} parameters\n")
+    base_steps = json.loads((base / "params.json").read_text())["train"]["max_steps"]
+    print(f"\nbase: shakespeare, {base_steps} steps, val loss {base_res['val_loss']:.3f}, {base_res['wall_time_s']:.0f} s training, {base_res['n_params']:,} parameters\n")
     print("| run | trainable parameters | val loss before | val loss after | training wall time |")
     print("| --- | --- | --- | --- | --- |")
     for label, d in runs.items():

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY, Workspace
+from tests.explorer_helpers import one_thread  # noqa: F401  (autouse fixture: reproducible CPU results)
 from tests.tiny_gpt2 import TEXTS, make_tiny_gpt2
 from train.errors import UserError
 
@@ -190,3 +191,40 @@ def test_hub_name_offline_says_how_to_supply_a_folder(monkeypatch):
         load_source("EleutherAI/pythia-70m@step1000")
     msg = str(e.value)
     assert "unreachable" in msg and "save_pretrained(DIR)" in msg and "\n" not in msg
+
+
+def test_init_settings_sweep_like_any_key(ws, source, capsys):
+    ws.write_config("ft", ft_text(f'init_from=["{source}", "{source.name}@final"]\nfreeze=[["embed"], ["blocks.0.*", "embed"]]'))
+    assert ws.main("--config=ft", "--dry-run") == 0
+    assert "4 run(s)" in capsys.readouterr().out
+    ws.write_config("ft", ft_text('freeze=["embed", "blocks.1.*"]'))
+    assert ws.main("--config=ft", "--dry-run") == 0
+    assert "1 run(s)" in capsys.readouterr().out, "one list of patterns is one value, not a sweep"
+
+
+def test_lora_fine_tune_resumes_exactly(ws, source, monkeypatch, capsys):
+    from safetensors.torch import load_file
+
+    from tests.test_resume import stats_without_time
+    from train import checkpointing
+
+    train = f'init_from="{source}"\nlora_rank=2\nmax_steps=6\ncheckpoint_every_n_steps=3'
+    ws.write_config("ft", ft_text(train, text=BASE.replace("lr=3e-3", "lr=3e-2")))
+    save, snaps = checkpointing.SafeCheckpointIO.save_checkpoint, []
+
+    def snapshot(self, ckpt, path, storage_options=None):
+        save(self, ckpt, path, storage_options)
+        if ckpt["global_step"] == 3:
+            snaps.append(ws.root / "snap")
+            shutil.copytree(Path(path).parent.parent, snaps[-1])
+
+    monkeypatch.setattr(checkpointing.SafeCheckpointIO, "save_checkpoint", snapshot)
+    assert ws.main("--config=ft", "--save", "--no-wandb") == 0
+    monkeypatch.setattr(checkpointing.SafeCheckpointIO, "save_checkpoint", save)
+    (ref,) = ft_dirs(ws)
+    assert ws.main(f"--resume={snaps[0]}", "--no-wandb") == 0
+    assert "resuming" in capsys.readouterr().out
+    a, b = load_file(ref / "adapter.safetensors"), load_file(snaps[0] / "adapter.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert stats_without_time(ref) == stats_without_time(snaps[0])
+    assert json.loads((snaps[0] / "init_from.json").read_text()) == json.loads((ref / "init_from.json").read_text())
