@@ -39,7 +39,7 @@ from train.freeze import aliases, freeze, select
 
 RECORD = "init_from.json"
 FINAL = "final"
-FREE_MODEL_KEYS = ("dropout", "attn_fast_path", "layer_architecture")  # may differ from the source: same weights, same names
+FREE_MODEL_KEYS = ("dropout", "attn_fast_path")  # may differ from the source: same weights, same computation
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}--\d{2}-\d{2}-\d{2}")
 
 
