@@ -137,9 +137,13 @@ def test_lora_run_saves_only_the_adapter_and_loads_merged(ws, source):
     ('init_from="{src}@1024"', "", "no checkpoint after 1024 samples"),
     ('init_from="{src}"', 'alphabet="xyz"', "the source's tokenizer can't encode task 'reverse'"),
     ('init_from="2020-01-01--00-00-00"', "", "no saved run '2020-01-01--00-00-00'"),
+    ('init_from="{src}"', "", "DataParams.max_seq_len=32 is longer than the source model reads (16 tokens)"),
 ])
 def test_bad_init_settings_are_one_line(ws, source, capsys, train_lines, data_lines, fragment):
-    ws.write_config("ft", ft_text(train_lines.format(src=source), data_lines).replace('alphabet="abcd"\n' if data_lines else "\0", ""))
+    text = ft_text(train_lines.format(src=source), data_lines).replace('alphabet="abcd"\n' if data_lines else "\0", "")
+    if "max_seq_len=32" in fragment:
+        text = text.replace("max_seq_len=16\n\nTrainParams", "max_seq_len=32\n\nTrainParams").split("ModelParams")[0]
+    ws.write_config("ft", text)
     assert ws.main("--config=ft", "--no-wandb", "--save") == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and len(err.splitlines()) == 1

@@ -183,6 +183,9 @@ def resolve_config(rc: RunConfig, source: Source) -> RunConfig:
         raise UserError(f"init_from={spec!r}: DataParams.tokenizer={rc.data.tokenizer!r} contradicts the source's tokenizer {source.tokenizer_name!r}; drop the line (a run started from weights uses their tokenizer)")
     kept = {k: getattr(rc.model, k) for k in FREE_MODEL_KEYS if k in explicit["ModelParams"]}
     out = dataclasses.replace(rc, model=dataclasses.replace(source.model_params, **kept), data=dataclasses.replace(rc.data, tokenizer=source.tokenizer_name))
+    if out.data.max_seq_len > out.model.max_seq_len:
+        raise UserError(f"init_from={spec!r}: DataParams.max_seq_len={out.data.max_seq_len} is longer than the source model reads "
+                        f"({out.model.max_seq_len} tokens); set DataParams.max_seq_len <= {out.model.max_seq_len}")
     problem = run_problem(out.data, out.train, out.model)
     if problem:
         raise UserError(f"init_from={spec!r}: {problem}")
