@@ -154,6 +154,8 @@ def run_problem(data: Any, train: Any, model: Any) -> str | None:
         return f"ModelParams.max_seq_len={model.max_seq_len} is shorter than DataParams.max_seq_len={data.max_seq_len}; raise the model's"
     if train.lora_rank and not train.init_from:
         return "TrainParams.lora_rank needs init_from (LoRA adapts existing weights); set init_from or lora_rank=0"
+    if (train.lora_rank or train.freeze) and train.strategy == "fsdp":
+        return "TrainParams.lora_rank / freeze do not run under strategy='fsdp' yet (sharded parameters lose their names); use strategy='ddp'"
     if train.lora_rank and train.freeze:
         return "TrainParams.freeze has no effect with lora_rank > 0 (LoRA trains only its adapters); drop one of them"
     if data.min_len > data.max_len:
