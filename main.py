@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed for data, initialisation and shuffling (default 0)")
     p.add_argument("--dry-run", action="store_true", help="list the runs the configs expand to, then exit without training")
     p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="with --resume: load a checkpoint whose .sha256 record is missing or unreadable (refused by default; loading still executes no pickled code)",
+    )
+    p.add_argument(
         "--resume",
         nargs="?",
         const="",
@@ -148,7 +153,7 @@ def resume_one(args: argparse.Namespace) -> int:
     from train.resume import rebuild_config, single_resume
 
     point = single_resume(args.resume, [Path(args.save_dir), Path(args.log_dir)])
-    rc = rebuild_config(point.state)
+    rc = rebuild_config(point.state, point.state_dir)
     args.config = point.state.get("config_arg") or rc.config_name
     step = point.step
     where = f"from step {step}" if step is not None else "from the start (no checkpoint yet)"
@@ -163,7 +168,7 @@ def resume_one(args: argparse.Namespace) -> int:
 
     opts = RunOptions(
         save=bool(point.state["save"]), save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb,
-        seed=int(point.state["seed"]), gpu_ids=gpu_ids,
+        seed=int(point.state["seed"]), gpu_ids=gpu_ids, allow_unverified=args.allow_unverified,
     )
     print(f"=== resuming {rc.config_name} task={rc.data.task} {rc.describe()} {where}", flush=True)
     try:
@@ -198,7 +203,8 @@ def run_all(args: argparse.Namespace) -> int:
     from train.run import RunOptions, run_one
 
     opts = RunOptions(
-        save=args.save, save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb, seed=args.seed, gpu_ids=gpu_ids
+        save=args.save, save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb, seed=args.seed, gpu_ids=gpu_ids,
+        allow_unverified=args.allow_unverified,
     )
     from train.resume import plan_sweep
 

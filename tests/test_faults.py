@@ -183,10 +183,13 @@ def test_damaged_or_unsafe_checkpoint_is_refused(ws: Workspace, monkeypatch, cap
             return (os.system, (f"touch {marker}",))
 
     torch.save({"state_dict": {}, "evil": Evil()}, last)
-    (last.parent / "last.ckpt.sha256").unlink()  # not our file: no recorded hash, weights_only must stop it
+    (last.parent / "last.ckpt.sha256").unlink()  # not our file: no recorded hash, refused as unverified ...
     assert ws.main(f"--resume={state_dir}", "--no-wandb") == 2
     line = one_line_error(capsys)
-    assert "cannot load checkpoint" in line and "weights_only=True" in line and str(last) in line
+    assert "can't be verified" in line and "--allow-unverified" in line and str(last) in line
+    assert ws.main(f"--resume={state_dir}", "--no-wandb", "--allow-unverified") == 2  # ... and when allowed, weights_only stops it
+    line = one_line_error(capsys)
+    assert "cannot load checkpoint" and "weights_only=True" in line and str(last) in line
     assert not marker.exists(), "the pickle was executed"
 
 
@@ -271,3 +274,56 @@ def test_unreachable_wandb_goes_offline(ws: Workspace, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "logging offline" in r.stdout
     assert list(ws.logs.rglob("offline-run-*")), "offline wandb files are in the log dir"
+
+
+# --- interrupted at awkward moments ------------------------------------------------------------------
+def test_two_quick_ctrl_cs_exit_130_with_the_resume_line(ws: Workspace, monkeypatch, capsys):
+    """The second signal stops at once (no new checkpoint), yet still exits 130 naming the checkpoint to resume from."""
+    import signal
+
+    from train.trainer import LMTrainer
+
+    ws.write_config("i", config(epochs=1, every=2, val="1.0"))
+    real = LMTrainer.training_step
+
+    def step(self, batch, batch_idx):
+        if self.global_step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(LMTrainer, "training_step", step)
+    assert ws.main("--config=i", "--save", "--no-wandb") == 130
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err[-1].startswith("interrupted: SIGINT received twice") and "checkpoint at step 4" in err[-1] and "--resume=" in err[-1]
+    monkeypatch.undo()
+    (state_dir,) = in_progress_dirs(ws.saves)
+    assert json.loads((state_dir / "run_state.json").read_text())["status"] == "interrupted"
+    assert ws.main(f"--resume={state_dir}", "--no-wandb") == 0 and ws.run_dirs() == [state_dir]
+
+
+def test_crash_between_the_renames_of_save_run_loses_nothing(ws: Workspace, monkeypatch, capsys):
+    """Killed after the run dir was moved aside, before the finished run was renamed in: --resume finishes the swap."""
+    import train.saving
+
+    ws.write_config("r", config(epochs=1, every=5, val="1.0"))
+    real = os.rename
+
+    def rename(src, dst):
+        if str(src).endswith(".incomplete"):
+            raise OSError("simulated crash")
+        return real(src, dst)
+
+    monkeypatch.setattr(train.saving.os, "rename", rename)
+    with pytest.raises(OSError, match="simulated crash"):
+        ws.main("--config=r", "--save", "--no-wandb")
+    monkeypatch.undo()
+    assert not [d for d in ws.run_dirs() if not d.name.startswith(".")], "the finished run is hidden ..."
+    assert list(ws.saves.rglob(".*.incomplete")) and list(ws.saves.rglob(".*.in-progress"))
+    capsys.readouterr()
+    assert ws.main("--config=r", "--save", "--no-wandb", "--resume") == 0
+    out = capsys.readouterr().out
+    assert "finished the interrupted save" in out and "skipped, already finished" in out
+    (run,) = ws.run_dirs()
+    load_run(run)
+    assert not [p for p in ws.saves.rglob(".*") if ".run-index" not in p.parts], "no hidden leftovers"

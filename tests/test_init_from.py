@@ -124,9 +124,14 @@ def test_lora_run_saves_only_the_adapter_and_loads_merged(ws, source):
     changed = {k for k in src if not torch.equal(now[k], src[k])}
     assert changed == set(lora["targets"])
     model_explorer.verify_stable_load(run, verbose=False)  # the saved val loss is the merged model's
+    copy = ws.root / "copied-saves"  # a copied save dir: the source is found by its timestamp under the copy
+    shutil.copytree(ws.saves, copy)
+    moved_run = copy / run.relative_to(ws.saves)
     shutil.move(str(source), str(ws.root / "moved"))
+    assert torch.equal(model_explorer.get_model_by_path(moved_run)[0].state_dict()[lora["targets"][0]], now[lora["targets"][0]])
+    shutil.rmtree(copy / source.relative_to(ws.saves))
     with pytest.raises(UserError, match="LoRA run on .* which is gone"):
-        model_explorer.get_model_by_path(run)
+        model_explorer.get_model_by_path(moved_run)
 
 
 @pytest.mark.parametrize("train_lines, data_lines, fragment", [

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import pickle
 import random
@@ -34,6 +33,7 @@ from torch.utils.data import DataLoader, Sampler
 from data.dataloader import LMDataModule
 from train.distributed import any_rank
 from train.errors import UserError
+from train.integrity import accepted_hashes, verify_checkpoint_file
 from train.sharding import shard_for
 from train.resume import RunInterrupted, write_json_atomic
 
@@ -211,7 +211,7 @@ class ResumeState(Callback):
 class InterruptFlag(Callback):
     """Turns the first SIGINT/SIGTERM during training into a request: checkpoint after this batch, then stop.
 
-    A second signal interrupts at once (without a new checkpoint). Handlers are installed when
+    A second signal interrupts at once (without a new checkpoint; the last one written is resumed from). Handlers are installed when
     training starts (after Lightning's own) and put back by `restore()`.
     """
 
@@ -225,7 +225,8 @@ class InterruptFlag(Callback):
         name = signal.Signals(signum).name
         if self.requested:
             self.restore()
-            raise KeyboardInterrupt(name)
+            # not KeyboardInterrupt: Lightning turns that into sys.exit(1); this reaches main.py (exit 130, resume line)
+            raise RunInterrupted(f"{name} received twice, stopped at once")
         self.requested = name
         print(f"\n{name} received: writing a checkpoint after this batch, then stopping (send it again to stop at once)", flush=True)
 
@@ -316,35 +317,17 @@ def sidecar(path: Path) -> Path:
 
 
 def _accepted_hashes(path: Path) -> list[str] | None:
-    try:
-        hashes = json.loads(sidecar(path).read_text())["sha256"]
-        return [h for h in hashes if isinstance(h, str)]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return accepted_hashes(sidecar(path))
 
 
-def verify_checkpoint(path: Path) -> None:
-    """Refuse a checkpoint whose bytes don't match the sha256 recorded when it was written."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} is missing")
-    accepted = _accepted_hashes(path)
-    if accepted is None:
-        return  # written elsewhere; weights_only loading still keeps it safe
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() not in accepted:
-        raise UserError(
-            f"checkpoint {path} does not match its sha256 in {sidecar(path).name} (damaged or altered); "
-            f"delete {path.parent} to restart the run from scratch"
-        )
+def verify_checkpoint(path: Path, allow_unverified: bool = False) -> None:
+    """Refuse a checkpoint whose bytes don't match the sha256 recorded when it was written, or that has no record."""
+    verify_checkpoint_file(Path(path), sidecar(Path(path)), allow_unverified)
 
 
-def load_checkpoint_safely(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint_safely(path: Path, map_location: Any = "cpu", allow_unverified: bool = False) -> dict[str, Any]:
     """Verified, pickle-free (`weights_only=True`) load of a Lightning checkpoint, with a one-line error."""
-    verify_checkpoint(path)
+    verify_checkpoint(path, allow_unverified)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
@@ -352,8 +335,30 @@ def load_checkpoint_safely(path: Path, map_location: Any = "cpu") -> dict[str, A
         raise UserError(f"cannot load checkpoint {path} safely (weights_only=True): {first}") from None
 
 
+CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "loops", "lm_trainer", "harness", "global_step")
+
+
+def check_checkpoint_fits(checkpoint: Any, path: Path, module: Any) -> None:
+    """Refuse a checkpoint (verified or not) that isn't a full training state of this run's model."""
+    restart = f"delete {Path(path).parent.parent} to restart the run from scratch"
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in CHECKPOINT_KEYS):
+        have = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise UserError(f"checkpoint {path} is not a training checkpoint of this harness (it holds {have}); {restart}")
+    saved, own = checkpoint["state_dict"], module.state_dict()
+    if not isinstance(saved, dict) or set(saved) != set(own):
+        raise UserError(f"checkpoint {path} holds other parameters than the model in its run_state.json; {restart}")
+    for k, v in own.items():
+        if not isinstance(saved[k], torch.Tensor) or saved[k].shape != v.shape:
+            got = tuple(saved[k].shape) if isinstance(saved[k], torch.Tensor) else type(saved[k]).__name__
+            raise UserError(f"checkpoint {path}: {k} has shape {got} but the run's model needs {tuple(v.shape)} (run_state.json and the checkpoint disagree); {restart}")
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Atomic, hashed checkpoint writes; verified `weights_only=True` reads."""
+    """Atomic, hashed checkpoint writes; verified `weights_only=True` reads, checked to fit `module` when given."""
+
+    def __init__(self, module: Any = None, allow_unverified: bool = False):
+        super().__init__()
+        self.module, self.allow_unverified = module, allow_unverified
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
@@ -379,7 +384,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
             ) from None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return load_checkpoint_safely(Path(path), map_location=map_location or "cpu")
+        checkpoint = load_checkpoint_safely(Path(path), map_location=map_location or "cpu", allow_unverified=self.allow_unverified)
+        if self.module is not None:
+            check_checkpoint_fits(checkpoint, Path(path), self.module)
+        return checkpoint
 
     def remove_checkpoint(self, path: Any) -> None:
         super().remove_checkpoint(path)

@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import difflib
 import itertools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ class RunConfig:
 def find_config_files(prefix: str, configs_dir: Path) -> list[Path]:
     if not prefix or "/" in prefix or "\\" in prefix:
         raise UserError(f"--config={prefix!r} must be a config name in {configs_dir} (without .txt)")
+    if any(c in prefix for c in "*?[]"):
+        raise UserError(f"--config={prefix!r} contains a wildcard; give one config name (NAME also runs every NAME-*.txt)")
     files = []
     exact = configs_dir / f"{prefix}.txt"
     if exact.is_file():
@@ -86,7 +89,7 @@ def _parse_value(raw: str, tp: Any, where: str, key: str) -> Any:
 def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]]:
     """section → key → (candidate values, was_a_list), validated against the dataclasses."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (some Windows editors) is not part of the first line
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file; config files hold 'key=value' lines") from None
     out: dict[str, dict[str, tuple[list[Any], bool]]] = {s: {} for s in SECTIONS}
@@ -121,17 +124,46 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
         values = value if is_sweep else [value]
         if is_sweep and not values:
             raise UserError(f"{where}: {key}=[] is an empty list, so this config expands to no runs; give at least one value")
-        choices = field_choices(SECTIONS[section])[key]
         for v in values:
-            if not value_matches(v, tp):
-                raise UserError(f"{where}: {key}={v!r} has type {type(v).__name__}; expected {type_name(tp)}")
-            if choices and v not in choices:
-                raise UserError(f"{where}: {key}={v!r} is not one of {', '.join(map(repr, choices))}")
-            problem = field_problem(section, key, coerce(v, tp))
+            problem = value_problem(section, key, v)
             if problem:
                 raise UserError(f"{where}: {problem}")
         out[section][key] = ([coerce(v, tp) for v in values], is_sweep)
     return out
+
+
+def value_problem(section: str, key: str, v: Any) -> str | None:
+    """Why `v` can't be the value of `section.key` (type, allowed choices, range), or None."""
+    tp = field_types(SECTIONS[section])[key]
+    if not value_matches(v, tp):
+        return f"{key}={v!r} has type {type(v).__name__}; expected {type_name(tp)}"
+    choices = field_choices(SECTIONS[section])[key]
+    if choices and v not in choices:
+        return f"{key}={v!r} is not one of {', '.join(map(repr, choices))}"
+    # an int given for a float field is judged (and described) as a number
+    as_float = isinstance(v, int) and not isinstance(v, bool) and value_matches(0.5, tp) and int not in (typing.get_args(tp) or (tp,))
+    return field_problem(section, key, float(v) if as_float else coerce(v, tp))
+
+
+def check_run_values(data: Any, train: Any, model: Any, where: str, for_training: bool = True) -> None:
+    """The parser's checks on parameters read back from a file (run_state.json, params.json).
+
+    `for_training=False` (loading a saved model) skips the training-memory estimate.
+    """
+    for section, params in zip(SECTIONS, (data, train, model)):
+        for f in dataclasses.fields(params):
+            try:
+                problem = value_problem(section, f.name, getattr(params, f.name))
+            except TypeError as e:  # e.g. comparing a list with a number
+                problem = f"{f.name}={getattr(params, f.name)!r}: {e}"
+            if problem:
+                raise UserError(f"{where}: {section}.{problem}; the file was altered or written by other code")
+    try:
+        problem = run_problem(data, train, model, check_memory=for_training)
+    except (TypeError, ValueError) as e:
+        problem = str(e)
+    if problem:
+        raise UserError(f"{where}: {problem}; the file was altered or written by other code")
 
 
 def _has_quoted_hash(line: str) -> bool:
@@ -154,6 +186,8 @@ def _strip_comment(line: str) -> str:
 
 def expand_config_file(path: Path, task: str | None = None) -> list[RunConfig]:
     parsed = parse_config_file(path)
+    if not any(parsed.values()):
+        raise UserError(f"{path}: no settings (empty, or only comments); write key=value lines under DataParams/TrainParams/ModelParams, e.g. task=\"copy\"")
     axes = [(s, k, vals) for s, keys in parsed.items() for k, (vals, _) in keys.items()]
     swept = [(s, k) for s, keys in parsed.items() for k, (vals, is_sweep) in keys.items() if is_sweep]
     n_runs = 1

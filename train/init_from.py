@@ -291,9 +291,13 @@ def load_lora_run(run_dir: Path, lm: LM) -> LM:
     from train.saving import ADAPTER
 
     rec = json.loads((run_dir / RECORD).read_text())
-    where = rec["location"] + ("" if rec["checkpoint"] == FINAL else f"@{rec['checkpoint']}")
-    if rec["kind"] == "run" and not Path(rec["location"]).is_dir():
-        raise UserError(f"{run_dir} is a LoRA run on {rec['location']}, which is gone; put that run back (sha256 {rec['weights_sha256'][:12]}...)")
+    location = rec["location"]
+    if rec["kind"] == "run" and not Path(location).is_dir():  # a copied or moved save dir: the same run by name under its root
+        try:
+            location = str(find_saved_run(Path(location).name, run_dir.parents[3] if len(run_dir.parents) > 3 else run_dir.parent))
+        except UserError:
+            raise UserError(f"{run_dir} is a LoRA run on {rec['location']}, which is gone; put that run back (sha256 {rec['weights_sha256'][:12]}...)") from None
+    where = location + ("" if rec["checkpoint"] == FINAL else f"@{rec['checkpoint']}")
     source = load_source(where)
     if source.weights_sha256 != rec["weights_sha256"]:
         raise UserError(f"{run_dir} is a LoRA run on {where}, whose weights changed since (sha256 differs); restore the weights it was trained from")

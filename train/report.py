@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from train.errors import UserError
+from train.integrity import read_json_dict, verify_files
+from train.saving import required_files
 
 REPORT_NAMES = ("report.md", "report.csv", "report.png")
 METRIC_COLUMNS = ("final_train_loss", "final_val_loss", "best_val_loss", "tokens_per_s", "n_params", "wall_time_s")
@@ -99,11 +101,21 @@ def _mean(values: list[float]) -> float | None:
 
 
 def load_row(run_dir: Path) -> RunRow:
+    """One run's row; a damaged file raises UserError naming it."""
     run_dir = Path(run_dir)
-    params = json.loads((run_dir / "params.json").read_text())
-    results = json.loads((run_dir / "results.json").read_text())
+    try:
+        return _row(run_dir)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise UserError(f"{run_dir}: its params.json, results.json or train_stats.json has the wrong shape ({type(e).__name__}: {e})") from None
+
+
+def _row(run_dir: Path) -> RunRow:
+    fix = "the run is left out of the report; copy it again or retrain it"
+    verify_files(run_dir, "manifest.json", required_files(run_dir), only=("params.json", "results.json", "train_stats.json"))
+    params = read_json_dict(run_dir / "params.json", fix)
+    results = read_json_dict(run_dir / "results.json", fix)
     stats_path = run_dir / "train_stats.json"
-    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    stats = read_json_dict(stats_path, fix) if stats_path.is_file() else {}
     val_curve = [(int(r[1]), float(r[3])) for r in stats.get(VAL_LOSS, [])]
     final_val = results.get("val_loss")
     vals = [v for _, v in val_curve] + ([final_val] if final_val is not None else [])
@@ -124,6 +136,17 @@ def load_row(run_dir: Path) -> RunRow:
     return RunRow(run_dir, results.get("timestamp") or run_dir.name, flat, metrics, val_curve, swept)
 
 
+def _readable_rows(run_dirs: list[Path]) -> list[RunRow]:
+    """Rows of the runs whose files can be read; one damaged run is named and left out, never breaks the report."""
+    rows = []
+    for d in run_dirs:
+        try:
+            rows.append(load_row(d))
+        except UserError as e:
+            print(f"note: report: {e}", flush=True)
+    return rows
+
+
 def _labels(keys: list[str]) -> dict[str, str]:
     """'model.dim' -> 'dim' unless another group has a 'dim' too."""
     short = [k.split(".", 1)[-1] for k in keys]
@@ -133,7 +156,9 @@ def _labels(keys: list[str]) -> dict[str, str]:
 def build_report(run_dirs: list[Path], folder: Path) -> Report:
     if not run_dirs:
         raise UserError(f"no saved runs to report on under {folder}; train some with --save first")
-    rows = sorted((load_row(d) for d in run_dirs), key=lambda r: (r.timestamp, str(r.run_dir)))
+    rows = sorted(_readable_rows(run_dirs), key=lambda r: (r.timestamp, str(r.run_dir)))
+    if not rows:
+        raise UserError(f"no readable saved runs to report on under {folder} (each damaged one was named above)")
     swept = list(dict.fromkeys(k for r in rows for k in r.swept))
     keys = list(dict.fromkeys(k for r in rows for k in r.params))
     varying = [k for k in keys if len({json.dumps(r.params.get(k), sort_keys=True, default=str) for r in rows}) > 1]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from train.errors import UserError
+from train.integrity import check_checksum, expect, read_json_dict, with_checksum
 
 STATE = "run_state.json"
 FAILED = "FAILED.json"
@@ -32,6 +33,7 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 INDEX = ".run-index"
 FORMAT = 1
+STATE_KEYS: dict[str, Any] = {"status": str, "config_name": str, "seed": int, "save": bool, "timestamp": str, "log_folder": str}  # run_one reads these
 
 
 class RunInterrupted(Exception):
@@ -100,20 +102,21 @@ def sweep_identities(runs: list[Any], seed: int) -> list[str]:
 # --- state files ------------------------------------------------------------------------
 def read_state(folder: Path) -> dict[str, Any]:
     path = Path(folder) / STATE
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{folder} has no {STATE}: not a run started by this harness (or already finished and saved)") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} is unreadable ({e}); the run can't be resumed from it") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "params" not in state:
-        raise UserError(f"{path} is not a run state this version understands")
+    if not path.exists() and not path.is_symlink():
+        raise UserError(f"{folder} has no {STATE}: not a run started by this harness (or already finished and saved)")
+    fix = f"the run can't be resumed from it; delete {folder} to start that run again"
+    state = read_json_dict(path, fix)
+    check_checksum(state, path, fix)
+    expect(state.get("format") == FORMAT and isinstance(state.get("params"), dict), path, f"a run state this version understands (format {FORMAT})", fix)
+    for key, types in STATE_KEYS.items():
+        expect(isinstance(state.get(key), types) and not (types is int and isinstance(state.get(key), bool)), path, f"a valid {key!r}", fix)
     return state
 
 
 def write_state(folder: Path, state: dict[str, Any], **changes: Any) -> dict[str, Any]:
     state.update(changes, updated=now_iso())
-    write_json_atomic(Path(folder) / STATE, state)
+    state.pop("checksum", None)
+    write_json_atomic(Path(folder) / STATE, with_checksum(json.loads(json.dumps(state, default=_json_default))))
     return state
 
 
@@ -122,17 +125,31 @@ def index_dir(root: Path) -> Path:
 
 
 def record_in_index(root: Path, identity: str, state_dir: Path, describe: str) -> None:
+    """Index entries hold the state folder relative to `root`, so a moved or copied save dir finds its own runs."""
     folder = index_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / f"{identity}.json", {"state_dir": str(Path(state_dir).resolve()), "run": describe})
+    try:
+        where = str(Path(state_dir).resolve().relative_to(Path(root).resolve()))
+    except ValueError:  # outside the root (an edited Namer): stays absolute
+        where = str(Path(state_dir).resolve())
+    write_json_atomic(folder / f"{identity}.json", with_checksum({"state_dir": where, "run": describe}))
+
+
+def _entry_folder(root: Path, entry: Path) -> Path:
+    fix = f"delete it to run that run afresh, or continue the run alone with --resume=FOLDER"
+    obj = read_json_dict(entry, fix)
+    check_checksum(obj, entry, fix)
+    expect(isinstance(obj.get("state_dir"), str) and obj["state_dir"] != "", entry, "a run folder", fix)
+    where = Path(obj["state_dir"])
+    return where if where.is_absolute() else Path(root) / where
 
 
 def lookup_index(root: Path, identity: str) -> Path | None:
-    try:
-        entry = json.loads((index_dir(root) / f"{identity}.json").read_text())
-        return Path(entry["state_dir"])
-    except (OSError, ValueError, KeyError, TypeError):
+    """The state folder recorded for `identity`, None when there is none; a damaged entry is an error, not a fresh start."""
+    entry = index_dir(root) / f"{identity}.json"
+    if not entry.exists():
         return None
+    return _entry_folder(root, entry)
 
 
 # --- what to do with each run of a sweep ----------------------------------------------------
@@ -159,26 +176,34 @@ class Planned:
 
 def run_status(folder: Path) -> str:
     """done / failed / resumable / empty / missing, read from the folder itself."""
+    from train.saving import finish_interrupted_save
+
     folder = Path(folder)
+    if finish_interrupted_save(folder):  # a crash between save_run's renames left the finished run hidden
+        return "done"
     if not folder.is_dir():
         return "missing"
-    if (folder / "manifest.json").is_file():
-        return "done"
-    try:
-        state = read_state(folder)
-    except UserError:
-        return "missing"
+    state = read_state(folder)
     if state.get("status") == "done":
         return "done"
     if (folder / FAILED).is_file() or state.get("status") == "failed":
         return "failed"
-    return "resumable" if (folder / CHECKPOINTS / LAST).is_file() else "empty"
+    return "resumable" if (folder / CHECKPOINTS / LAST).exists() else "empty"
 
 
 def resume_point(folder: Path) -> ResumePoint:
+    """The run's state and checkpoint; a checkpoint the state promises but the folder lacks is an error, never a restart."""
     folder = Path(folder)
     state = read_state(folder)
     ckpt = folder / CHECKPOINTS / LAST
+    step = state.get("last_checkpoint_step")
+    if ckpt.is_dir():
+        raise UserError(f"checkpoint {ckpt} is a folder, not a file; remove it and restore the checkpoint, or delete {folder} to restart the run from scratch")
+    if not ckpt.is_file() and step is not None:
+        raise UserError(
+            f"checkpoint {ckpt} is missing, but {folder / STATE} says one was written at step {step}; restore it, "
+            f"or delete {folder} to restart the run from scratch"
+        )
     return ResumePoint(folder, state, ckpt if ckpt.is_file() else None)
 
 
@@ -202,7 +227,7 @@ def plan_sweep(runs: list[Any], seed: int, root: Path, resume: bool) -> list[Pla
 def find_run(target: str, roots: list[Path]) -> Path:
     """`--resume=TARGET`: a run's state folder, given as a path or as its timestamp (folder name)."""
     path = Path(target).expanduser()
-    if path.is_dir():
+    if path.is_dir() or _finished_hidden(path):
         return path
     if "/" in target or os.sep in target:
         raise UserError(f"--resume={target}: no such folder")
@@ -211,9 +236,9 @@ def find_run(target: str, roots: list[Path]) -> Path:
         idx = index_dir(root)
         for entry in sorted(idx.glob("*.json")) if idx.is_dir() else []:
             try:
-                folder = Path(json.loads(entry.read_text())["state_dir"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+                folder = _entry_folder(root, entry)
+            except UserError:
+                continue  # a damaged entry can't name this run; bare --resume reports it
             if folder.name == target and folder not in found:
                 found.append(folder)
     if not found:
@@ -222,6 +247,12 @@ def find_run(target: str, roots: list[Path]) -> Path:
     if len(found) > 1:
         raise UserError(f"--resume={target}: {len(found)} runs have that timestamp ({', '.join(map(str, found))}); pass the folder")
     return found[0]
+
+
+def _finished_hidden(path: Path) -> bool:
+    from train.saving import finish_interrupted_save
+
+    return finish_interrupted_save(path)
 
 
 def single_resume(target: str, roots: list[Path]) -> ResumePoint:
@@ -238,23 +269,32 @@ def single_resume(target: str, roots: list[Path]) -> ResumePoint:
     return point
 
 
-def rebuild_config(state: dict[str, Any]) -> Any:
+def rebuild_config(state: dict[str, Any], folder: Path | None = None) -> Any:
     """The RunConfig a state file describes (unknown keys from older/newer code are dropped)."""
     from data.data_params import DataParams
     from model.model_params import ModelParams
-    from train.config import RunConfig
+    from train.config import RunConfig, check_run_values
     from train.train_params import TrainParams
 
     def make(cls: type, d: dict[str, Any]) -> Any:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    p = state["params"]
-    return RunConfig(
-        config_name=state["config_name"],
-        data=make(DataParams, p["data"]),
-        train=make(TrainParams, p["train"]),
-        model=make(ModelParams, p["model"]),
-        varying=state.get("varying", {}),
-        source=state.get("source", ""),
-    )
+    path = Path(folder if folder is not None else state.get("state_dir") or ".") / STATE
+    try:
+        p = state["params"]
+        rc = RunConfig(
+            config_name=str(state["config_name"]),
+            data=make(DataParams, p["data"]),
+            train=make(TrainParams, p["train"]),
+            model=make(ModelParams, p["model"]),
+            varying=dict(state.get("varying") or {}),
+            source=str(state.get("source", "")),
+        )
+        seed = state["seed"]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{path} does not describe a run ({type(e).__name__}: {e}); delete the run folder to start it again") from None
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise UserError(f"{path}: seed={seed!r} is not a valid seed; the file was altered or written by other code")
+    check_run_values(rc.data, rc.train, rc.model, where=str(path))
+    return rc

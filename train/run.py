@@ -27,6 +27,7 @@ class RunOptions:
     use_wandb: bool = True
     seed: int = 0
     gpu_ids: list[int] | None = None
+    allow_unverified: bool = False  # --allow-unverified: load a checkpoint whose .sha256 is missing or unreadable
 
     @property
     def index_root(self) -> Path:
@@ -68,13 +69,19 @@ def device_kwargs(rc: RunConfig, opts: RunOptions) -> dict[str, Any]:
     return plan_scaling(rc.train, opts.gpu_ids).trainer_kwargs()
 
 
-def _unused(path: Path) -> Path:
-    """`path`, or path-1, path-2, ... when a run already uses it."""
-    out, n = path, 1
-    while (out / STATE).exists() or (out / "manifest.json").exists():
-        out = path.with_name(f"{path.name}-{n}")
-        n += 1
-    return out
+def _relative(path: Path, root: Path) -> str | None:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return None
+
+
+def _log_folder(state: dict[str, Any], state_dir: Path, opts: RunOptions) -> Path:
+    """A resumed run's log folder: its state folder without --save, else found again under --log-dir (moved dirs resume in place)."""
+    if not state["save"]:
+        return state_dir
+    rel = state.get("log_folder_rel")
+    return Path(opts.log_dir) / rel if isinstance(rel, str) else Path(state["log_folder"])
 
 
 def checkpoint_bytes(n_params: int) -> int:
@@ -97,8 +104,16 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     """Train one run (or continue `resume`) and save it when `opts.save`.
 
     Raises RunInterrupted (Ctrl-C/SIGTERM: checkpoint written), RunFailed (non-finite loss or
-    gradient: FAILED.json written) or UserError (bad input / environment, before training).
+    gradient: FAILED.json written) or UserError (bad input / environment, before training; a run
+    another process holds, train/locks.py).
     """
+    from train.locks import RunLocks
+
+    with RunLocks() as locks:
+        return _train(rc, opts, namer, resume, identity, locks)
+
+
+def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | None, identity: str | None, locks: Any) -> RunResult:
     import lightning as L
 
     from train.checkpointing import InterruptFlag, ResumableLMDataModule, ResumeState, RunCheckpoint, SafeCheckpointIO
@@ -106,6 +121,7 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     from train.freeze import param_summary
     from train.guards import NonFiniteError, NonFiniteGuard
     from train.init_from import RECORD, build_lm, prepare
+    from train.locks import claim_folder
     from train.loggers import make_loggers
     from train.saving import check_free_space, check_writable, save_run
     from train.trainer import LMTrainer
@@ -118,15 +134,15 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     if resume is not None:
         state = resume.state
         state_dir = resume.state_dir
+        if rank0:
+            locks.acquire(state_dir)  # a second process on this run stops here, naming the first
         run_dir = state_dir if state["save"] else None
-        log_folder = Path(state["log_folder"])
+        log_folder = _log_folder(state, state_dir, opts)
         timestamp, seed = state["timestamp"], int(state["seed"])
     else:
         state = None
         run_dir = namer.save_folder_path(opts.save_dir) if opts.save else None
         log_folder = namer.log_folder_path(opts.log_dir)
-        if run_dir is None:
-            log_folder = _unused(log_folder)
         state_dir = run_dir or log_folder
         timestamp, seed = namer.timestamp, opts.seed
     if rank0:
@@ -149,6 +165,11 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
     if plan.world_size > 1 or plan.precision != "32-true" or plan.compile:
         print(f"hardware: {plan.describe(rc.train.batch_size, rc.train.accumulate_grad_batches)}", flush=True)
 
+    if rank0 and resume is None:  # claim fresh folders atomically: concurrent identical runs get their own (train/locks.py)
+        log_folder = claim_folder(log_folder)
+        run_dir = claim_folder(run_dir) if run_dir is not None else None
+        state_dir = run_dir or log_folder
+        locks.acquire(state_dir)
     ckpt_dir = state_dir / CHECKPOINTS
     if rank0:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +188,7 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
             "save": run_dir is not None,
             "state_dir": str(state_dir),
             "log_folder": str(log_folder),
+            "log_folder_rel": _relative(log_folder, opts.log_dir),
             "timestamp": timestamp,
             "wandb_project": namer.wandb_proj_name(),
             "wandb_run_name": namer.run_name(),
@@ -203,7 +225,7 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
             NonFiniteGuard(), ResumeState(dm.train_sampler), interrupt,
             RunCheckpoint(ckpt_dir, rc.train.checkpoint_every_n_steps, interrupt, saved), rank_seed_callback(seed), progress_bar(),
         ],
-        plugins=[SafeCheckpointIO()],
+        plugins=[SafeCheckpointIO(module, allow_unverified=opts.allow_unverified)],
         **plan.trainer_kwargs(),
     )
     ckpt = resume.ckpt if resume is not None else None

@@ -14,7 +14,6 @@ folder that looks finished.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -25,18 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from train.errors import UserError
+from train.integrity import expect, read_json_dict, sha256_file, verify_files
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 ADAPTER = "adapter.safetensors"  # a LoRA run's adapter, merged into its source's weights on load
+REQUIRED = (WEIGHTS, "tokenizer.json", "params.json", "train_stats.json", "results.json")  # a manifest must vouch for these
+INCOMPLETE, IN_PROGRESS = ".{}.incomplete", ".{}.in-progress"  # the two hidden names save_run swaps through
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def required_files(folder: Path) -> tuple[str, ...]:
+    """REQUIRED, with the adapter in place of the full weights for a LoRA run (train/init_from.py)."""
+    return tuple(ADAPTER if f == WEIGHTS else f for f in REQUIRED) if (Path(folder) / ADAPTER).is_file() else REQUIRED
+
+
+sha256 = sha256_file
 
 
 def library_versions() -> dict[str, str]:
@@ -119,7 +121,7 @@ def save_run(
 
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir.parent / f".{run_dir.name}.incomplete"
+    tmp = run_dir.parent / INCOMPLETE.format(run_dir.name)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -138,7 +140,7 @@ def save_run(
     if run_dir.exists():
         if not replace_incomplete or (run_dir / MANIFEST).exists():
             raise UserError(f"refusing to overwrite existing run {run_dir}")
-        old = run_dir.parent / f".{run_dir.name}.in-progress"
+        old = run_dir.parent / IN_PROGRESS.format(run_dir.name)
         if old.exists():
             shutil.rmtree(old)
         os.rename(run_dir, old)
@@ -149,6 +151,34 @@ def save_run(
     return run_dir
 
 
+def finish_interrupted_save(run_dir: Path) -> bool:
+    """Complete a `save_run` that crashed between its renames; True when `run_dir` is now a finished run.
+
+    The finished run waits complete (manifest verified) in `.NAME.incomplete`; the in-progress
+    files it replaces are in `run_dir` or `.NAME.in-progress`. Nothing unverified is moved.
+    """
+    run_dir = Path(run_dir)
+    tmp, old = run_dir.parent / INCOMPLETE.format(run_dir.name), run_dir.parent / IN_PROGRESS.format(run_dir.name)
+    if (run_dir / MANIFEST).is_file():
+        if old.is_dir() and not tmp.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        return True
+    if not (tmp / MANIFEST).is_file():
+        return False
+    try:
+        verify_manifest(tmp)
+    except UserError:
+        return False
+    if run_dir.exists():
+        if old.exists():
+            return False  # both hidden names taken: leave everything for a person to look at
+        os.rename(run_dir, old)
+    os.rename(tmp, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"note: finished the interrupted save of {run_dir}", flush=True)
+    return True
+
+
 def write_manifest(folder: Path) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {str(p.relative_to(folder)): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files}
@@ -156,20 +186,8 @@ def write_manifest(folder: Path) -> None:
 
 
 def verify_manifest(folder: Path) -> None:
-    """Refuse a run whose files are missing, truncated or altered, naming the file."""
-    mpath = folder / MANIFEST
-    if not mpath.is_file():
-        raise UserError(f"{folder} has no {MANIFEST}: not a complete saved run")
-    manifest = json.loads(mpath.read_text())
-    for rel, info in manifest.items():
-        p = folder / rel
-        if not p.is_file():
-            raise UserError(f"{p} is missing from the saved run (listed in {MANIFEST})")
-        size = p.stat().st_size
-        if size != info["bytes"]:
-            raise UserError(f"{p} is {size} bytes but was saved with {info['bytes']} (truncated or altered)")
-        if sha256(p) != info["sha256"]:
-            raise UserError(f"{p} does not match its sha256 in {MANIFEST} (altered after saving)")
+    """Refuse a run whose files are missing, truncated or altered, naming the file (train/integrity.py)."""
+    verify_files(Path(folder), MANIFEST, required_files(Path(folder)))
 
 
 def _params_from(cls: type, d: dict[str, Any]) -> Any:
@@ -181,32 +199,71 @@ def _params_from(cls: type, d: dict[str, Any]) -> Any:
 
 
 def load_params(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "params.json").read_text())
+    path = Path(run_dir) / "params.json"
+    fix = "copy the run again or retrain it"
+    params = read_json_dict(path, fix)
+    for group in ("data", "train", "model"):
+        expect(isinstance(params.get(group), dict), path, f"a {group!r} parameter group", fix)
+    return params
+
+
+def _fits(path: Path, what: str, e: BaseException) -> UserError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    return UserError(f"{path} {what} ({type(e).__name__}: {first}); copy the run again or retrain it")
 
 
 def load_lm(run_dir: str | Path, verify: bool = True) -> tuple[Any, dict[str, Any]]:
-    """→ lm (eval mode), params of a saved run, without its data. A LoRA run comes back merged."""
+    """→ lm (eval mode), params of a saved run, without its data. A LoRA run comes back merged.
+
+    Every file is checked against the manifest first, then for content that can't make a model
+    (a params.json that fails the config checks, a tokenizer that doesn't fit the weights...):
+    each problem is one `UserError` naming the file.
+    """
     from safetensors.torch import load_model
 
+    from data.data_params import DataParams
     from data.tokenizer import load_tokenizer
     from model.lm import LM
     from model.model_params import ModelParams
+    from train.config import check_run_values
+    from train.train_params import TrainParams
 
     run_dir = Path(run_dir)
     if verify:
         verify_manifest(run_dir)
     params = load_params(run_dir)
-    lm = LM(_params_from(ModelParams, params["model"]), load_tokenizer(run_dir / "tokenizer.json"))
+    ppath, tpath, wpath = run_dir / "params.json", run_dir / "tokenizer.json", run_dir / WEIGHTS
+    try:
+        dp = _params_from(DataParams, params["data"])
+        mp = _params_from(ModelParams, params["model"])
+        tp = _params_from(TrainParams, params["train"])
+    except TypeError as e:
+        raise _fits(ppath, "does not hold valid parameters", e) from None
+    check_run_values(dp, tp, mp, where=str(ppath), for_training=False)
+    seed = params.get("seed", 0)
+    expect(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32, ppath, "a valid seed", "copy the run again or retrain it")
+    read_json_dict(tpath, "copy the run again or retrain it")
+    try:
+        tokenizer = load_tokenizer(tpath)
+    except Exception as e:  # each tokenizer kind fails in its own way on a malformed dict
+        raise _fits(tpath, "is not a tokenizer this harness can load", e) from None
+    try:
+        lm = LM(mp, tokenizer)
+    except (ValueError, TypeError, KeyError, RuntimeError, AssertionError) as e:
+        raise _fits(ppath, "does not describe a model this code can build", e) from None
     if (run_dir / ADAPTER).is_file():
         from train.init_from import load_lora_run
 
         return load_lora_run(run_dir, lm), params
-    load_model(lm, str(run_dir / WEIGHTS), strict=True)
+    try:
+        load_model(lm, str(wpath), strict=True)
+    except Exception as e:  # safetensors raises its own error types for malformed headers
+        raise _fits(wpath, "does not fit the model that params.json and tokenizer.json describe", e) from None
     return lm.eval(), params
 
 
 def load_run(run_dir: str | Path, verify: bool = True):
-    """→ lm, dataset (LMDataModule), train_stats, params (the dict in params.json)."""
+    """→ lm, dataset (LMDataModule), train_stats, params (the dict in params.json); checked as in `load_lm`."""
     from data.data_params import DataParams
     from data.dataloader import LMDataModule
     from train.train_params import TrainParams
@@ -216,6 +273,17 @@ def load_run(run_dir: str | Path, verify: bool = True):
     dp = _params_from(DataParams, params["data"])
     tp = _params_from(TrainParams, params["train"])
     dataset = LMDataModule(dp, tokenizer=lm.tokenizer, seed=params.get("seed", 0), batch_size=tp.batch_size)
-    stats = json.loads((run_dir / "train_stats.json").read_text())
-    train_stats = {k: [tuple(r) for r in v] for k, v in stats.items()}
+    train_stats = load_train_stats(run_dir / "train_stats.json")
     return lm, dataset, train_stats, params
+
+
+def load_train_stats(path: Path) -> dict[str, list[tuple]]:
+    """train_stats.json, checked to be {name: [[step, n_samples, counter, value], ...]}."""
+    fix = "copy the run again or retrain it"
+    stats = read_json_dict(path, fix)
+    ok = all(
+        isinstance(rows, list) and all(isinstance(r, list) and len(r) == 4 and all(isinstance(x, (int, float)) or x is None for x in r) for r in rows)
+        for rows in stats.values()
+    )
+    expect(ok, path, "rows of [step, n_samples, counter, value]", fix)
+    return {k: [tuple(r) for r in v] for k, v in stats.items()}

@@ -8,13 +8,16 @@ Torch-free (runs on `--dry-run` and before `import torch`). Two levels:
   0..2**32-1, floats finite with |x| <= 1e9, names like `p_*`, `*_frac`, `*_p` in [0, 1]).
 * `run_problem(data, train, model)` — relations between values (n_heads divides dim, the model's
   positional table covers the data's sequences, min_len <= max_len) and a rough memory estimate:
-  a run needing more than `MAX_TRAIN_BYTES` (1 TiB) is surely a typo such as dim=10**6.
+  a run needing more than `MAX_TRAIN_BYTES` (1 TiB) is surely a typo such as dim=10**6, and a run
+  needing more than this machine's physical memory (`machine_memory_bytes`) would only fail in
+  the allocator (or swap for hours), so it stops here with the estimate.
 
 Add a line to `RANGES` when you add a numeric parameter with tighter limits.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,8 +149,36 @@ def estimate_train_bytes(data: Any, train: Any, model: Any) -> tuple[int, int]:
     return weights + acts + data_bytes, n_params
 
 
-def run_problem(data: Any, train: Any, model: Any) -> str | None:
-    """Why this combination of parameters can't train, or None."""
+CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
+
+
+def machine_memory_bytes() -> int | None:
+    """Memory this process may use: physical memory (MemTotal), or a container's cgroup limit when lower.
+
+    None where the OS won't say (the check is then skipped).
+    """
+    try:
+        total: int | None = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        total = None
+    for path in CGROUP_LIMIT_FILES:
+        try:
+            limit = int(open(path).read().strip())  # "max" (no limit) fails here
+        except (OSError, ValueError):
+            continue
+        total = limit if total is None else min(total, limit)
+    return total
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+
+def run_problem(data: Any, train: Any, model: Any, check_memory: bool = True) -> str | None:
+    """Why this combination of parameters can't train, or None.
+
+    `check_memory=False` when the parameters only describe a saved model to load (no training).
+    """
     if model.dim % model.n_heads:
         return f"ModelParams.n_heads={model.n_heads} must divide dim={model.dim}"
     if model.max_seq_len < data.max_seq_len:
@@ -160,10 +191,21 @@ def run_problem(data: Any, train: Any, model: Any) -> str | None:
         return "TrainParams.freeze has no effect with lora_rank > 0 (LoRA trains only its adapters); drop one of them"
     if data.min_len > data.max_len:
         return f"DataParams.min_len={data.min_len} is larger than max_len={data.max_len}"
+    if not getattr(data, "alphabet", "x"):
+        return 'DataParams.alphabet="" is empty; synthetic inputs are drawn from it: give some symbols, e.g. alphabet="abcd"'
     need, n_params = estimate_train_bytes(data, train, model)
+    if not check_memory:
+        return None
     if need > MAX_TRAIN_BYTES:
         return (
             f"this run would need about {need / 2**30:,.0f} GiB to train ({n_params:,} parameters, batch_size={train.batch_size}, "
             f"max_seq_len={data.max_seq_len}); the limit is {MAX_TRAIN_BYTES // 2**30} GiB — check dim, n_layers, batch_size and the sample counts"
+        )
+    have = machine_memory_bytes()
+    if have is not None and need > have:
+        return (
+            f"this run would need about {_size(need)} to train (estimate: {n_params:,} parameters x 16 bytes for weights, gradients and "
+            f"AdamW state, plus activations for batch_size={train.batch_size} x max_seq_len={data.max_seq_len}, plus the data), but this "
+            f"machine has {_size(have)} of memory; lower dim, n_layers, batch_size or max_seq_len"
         )
     return None
