@@ -117,24 +117,30 @@ def find_saved_run(timestamp: str, save_dir: str | Path | None) -> Path:
 
 def checkpoint_weights(run_dir: Path, checkpoint: str) -> Path | None:
     """The weights file of `checkpoint` in a saved run: None for the final weights (model.safetensors
-    or a LoRA adapter, see `train.saving.load_lm`). The one place to wire checkpoints over training."""
+    or a LoRA adapter, see `train.saving.load_lm`); N = the checkpoint after N training samples,
+    from the run's checkpoints over training (`train/snapshots.py`, issue 20) when this build has them."""
     if checkpoint == FINAL:
         return None
     if not checkpoint.isdigit():
         raise UserError(f"init_from: checkpoint {checkpoint!r} of {run_dir} must be 'final' or a number of training samples")
-    raise UserError(f"init_from: {run_dir} has no checkpoint after {checkpoint} samples; this build saves only final weights (use @final)")
+    try:
+        from train.snapshots import checkpoint_file
+    except ImportError:
+        raise UserError(f"init_from: {run_dir} has no checkpoint after {checkpoint} samples; this build saves only the final weights (use @final)") from None
+    return checkpoint_file(run_dir, int(checkpoint))
 
 
 def _run_source(spec: str, run_dir: Path, checkpoint: str) -> Source:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     from train.saving import load_lm
 
     weights = checkpoint_weights(run_dir, checkpoint)
     lm, params = load_lm(run_dir)
-    state_dict = lm.state_dict() if weights is None else load_file(str(weights))
+    if weights is not None:
+        load_model(lm, str(weights), strict=True)
     return Source(spec, "run", str(run_dir.resolve()), checkpoint, lm.model_params, lm.tokenizer,
-                  params["data"]["tokenizer"], {k: v.detach().clone() for k, v in state_dict.items()})
+                  params["data"]["tokenizer"], {k: v.detach().clone() for k, v in lm.state_dict().items()})
 
 
 def _hf_source(spec: str, name: str, checkpoint: str, local: bool) -> Source:
