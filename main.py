@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from train.config import RunConfig, load_runs
+from train.config import RunConfig, load_runs, settings_help
 from train.errors import UserError
 from train.resume import RunFailed, RunInterrupted
 
 HERE = Path(__file__).resolve().parent
 CONFIGS_DIR = HERE / "configs"
 MAIN_PROJ = "base"  # prefix of every wandb project and save folder; change it to mark a set of experiments
-wandb_username = None  # your wandb entity, or None for your default one
+wandb_username = None  # your wandb entity (user or team), or None for your default one; sets $WANDB_ENTITY
 
 
 @dataclass
@@ -71,10 +72,17 @@ ABLATIONS: dict[str, Callable[[RunConfig], RunConfig]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    def format_help(self) -> str:
+        self.epilog = settings_help()  # every config key, from the dataclasses; built only when --help asks
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="main.py",
         description="Train decoder-only transformer LMs on the runs described by configs/NAME.txt (and configs/NAME-*.txt).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default=None, help="config name in configs/ without .txt; also runs every NAME-*.txt (required unless --resume=RUN)")
     p.add_argument("--configs-dir", default=str(CONFIGS_DIR), help="folder holding the config files (default: configs/ in this repo)")
@@ -240,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("the following arguments are required: --config (or --resume=RUN)")
+    if wandb_username:  # wandb reads the entity from the environment; an explicit $WANDB_ENTITY wins
+        os.environ.setdefault("WANDB_ENTITY", wandb_username)
     try:
         return run_all(args)
     except UserError as e:

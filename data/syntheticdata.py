@@ -1,4 +1,6 @@
-"""Synthetic tasks. Add one by writing a generator and decorating it with `@registered`.
+"""The synthetic-task registry. Add a task: a file in `data/tasks/` whose generator is decorated with
+`@registered` (see `data/tasks/basic.py` for `copy` and `histogram`, `data/task_registry.py` for
+its own settings and metrics).
 
 A generator takes a `random.Random` and the run's `DataParams` and returns one sample as a
 string. Tasks whose samples read `question>answer` register with `answer_sep=">"`, which makes
@@ -9,12 +11,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from data.data_params import DataParams
+if TYPE_CHECKING:  # not at run time: data_params imports every task file, which imports this
+    from data.data_params import DataParams
 
-Generator = Callable[[random.Random, DataParams], str]
-Extras = Callable[[dict[str, list[str]], DataParams], dict[str, Any]]
+Generator = Callable[[random.Random, "DataParams"], str]
+Extras = Callable[[dict[str, list[str]], "DataParams"], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -51,39 +54,6 @@ def registered(
         return f
 
     return wrap(fn) if fn is not None else wrap
-
-
-def _random_input(rng: random.Random, dp: DataParams) -> str:
-    n = rng.randint(dp.min_len, dp.max_len)
-    return "".join(rng.choice(dp.alphabet) for _ in range(n))
-
-
-@registered
-def copy(rng: random.Random, dp: DataParams) -> str:
-    """abcd>abcd"""
-    s = _random_input(rng, dp)
-    return f"{s}>{s}"
-
-
-@registered
-def reverse(rng: random.Random, dp: DataParams) -> str:
-    """abcd>dcba"""
-    s = _random_input(rng, dp)
-    return f"{s}>{s[::-1]}"
-
-
-@registered
-def sort(rng: random.Random, dp: DataParams) -> str:
-    """dbca>abcd"""
-    s = _random_input(rng, dp)
-    return f"{s}>{''.join(sorted(s))}"
-
-
-@registered
-def histogram(rng: random.Random, dp: DataParams) -> str:
-    """abac>2121: for each position, how often its symbol occurs in the input (digits cap at 9)."""
-    s = _random_input(rng, dp)
-    return f"{s}>{''.join(str(min(s.count(c), 9)) for c in s)}"
 
 
 def generate_splits(task: SyntheticTask, dp: DataParams, seed: int) -> dict[str, list[str]]:
@@ -127,6 +97,3 @@ def _too_small(task: str, split: str, got: int, want: int) -> Exception:
         "raise max_len/alphabet or lower n_val_samples/n_test_samples"
     )
 
-
-# More tasks live in their own modules and register on import (kept last: they use `registered`).
-from data import tasks_arithmetic, tasks_hmm  # noqa: E402,F401

@@ -193,12 +193,6 @@ class LM(nn.Module):
         return out
 
     # --- sampling -----------------------------------------------------------------------
-    @property
-    def supports_kv_cache(self) -> bool:
-        """True for every positional encoding: outside training a token's encoding never depends on
-        the tokens after it ('random' uses one fixed draw, 'rotary' absolute positions)."""
-        return True
-
     @torch.no_grad()
     def sample(
         self,
@@ -225,7 +219,6 @@ class LM(nn.Module):
         many = is_batch_of_prefixes(pref)
         prefixes = [prefix_ids(self, p) for p in pref] if many else [prefix_ids(self, pref)]
         limit = min(max_seq_len, self.model_params.max_seq_len)
-        use_cache = use_cache and self.supports_kv_cache
         fmt = self.tokenizer.decode if as_str else (lambda ids: ids)
         try:
             if beam_size is not None:

@@ -65,7 +65,7 @@ class InContextBCE(Objective):
     as vectors; the output at each x_i is a logit for y_i, trained with binary cross-entropy.
 
     Batches hold `x_vectors` (batch, 2N, input_dim) floats, `y` (batch, N) in {0, 1} and `mask`
-    (batch, 2N); see data/tasks_tart.py for the layout of the vectors.
+    (batch, 2N); see data/tasks/tart.py for the layout of the vectors.
     """
 
     def build(self, lm: nn.Module) -> None:

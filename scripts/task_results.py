@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ("hmm", "arith", "tart")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -57,30 +56,26 @@ def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def _pct(a: float, b: float) -> str:
-    return f"{100 * (a - b) / b:+.1f} %"
-
-
 def row(name: str, r: dict) -> list[str]:
-    """[task, config, reference, reached, gap, steps, train s, total s, command]."""
-    val, last = r["results"]["val"], r["last"]
-    if name == "hmm":
-        floor, loss = last["stat/val_loss_floor"], val["loss:main"]
-        ref = f"Bayes floor {floor:.4f} nats/token (forward algorithm)"
-        reached = f"val loss {loss:.4f}"
-        gap = f"{_pct(loss, floor)} above the floor"
-    elif name == "arith":
-        acc = last["stat/val_acc:final_answer"]
-        ref = "1.0 reachable: the problem fixes the answer (blotching makes the steps, not the answer, random)"
-        reached = f"final-answer accuracy {acc:.3f}; solution loss {val['loss:main']:.4f}"
-        gap = f"{1 - acc:.3f} of problems wrong"
-    else:
-        lr, bayes, maj = last["stat/val_logreg_acc_2nd_half"], last["stat/val_bayes_expected_acc"], last["stat/val_majority_acc_2nd_half"]
-        ref = f"2nd-half acc: context logreg {lr:.3f}, majority {maj:.3f}, true-weight Bayes {bayes:.3f}"
-        reached = f"2nd-half acc {val['acc:y_2nd_half']:.3f} (all {val['acc:y']:.3f}), BCE {val['loss:main']:.4f}"
-        gap = f"{val['acc:y_2nd_half'] - lr:+.3f} vs logreg"
+    """[task, config, reference, reached, gap, steps, train s, total s, command]; the middle three
+    come from the task file's `@task_summary` (data/task_registry.py)."""
+    ref, reached, gap = task_summaries()[name](r["results"]["val"], r["last"])
     cfg = f"[configs/tasks-{name}.txt](../configs/tasks-{name}.txt)"
     return [name, cfg, ref, reached, gap, str(r["steps"]), f"{r['results']['wall_time_s']:.0f}", f"{r['total_s']:.0f}", f"`{r['command']}`"]
+
+
+def task_summaries() -> dict:
+    sys.path.insert(0, str(REPO))
+    from data.task_registry import TASK_SUMMARIES, load_task_modules
+
+    load_task_modules()
+    return TASK_SUMMARIES
+
+
+def demo_tasks() -> tuple[str, ...]:
+    """Tasks with a demo config (configs/tasks-NAME.txt) and a summary in their task file."""
+    names = (p.stem.removeprefix("tasks-") for p in sorted((REPO / "configs").glob("tasks-*.txt")))
+    return tuple(n for n in names if n in task_summaries())
 
 
 HEADER = ["task", "config", "floor / baseline", "reached", "gap", "steps", "train s", "total s", "command"]
@@ -108,24 +103,25 @@ def update_doc(path: Path, new_rows: dict[str, list[str]], note: str) -> None:
     old_rows = {}
     for line in block.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == len(HEADER) and cells[0] in TASKS:
+        if len(cells) == len(HEADER) and cells[0] not in ("task", "---"):
             old_rows[cells[0]] = cells
-    merged = {**old_rows, **new_rows}
-    body = table([merged[t] for t in TASKS if t in merged])
+    merged = {**old_rows, **new_rows}  # rows keep their place in the doc; new tasks go last
+    body = table(list(merged.values()))
     path.write_text(f"{head}{BEGIN}\n{body}\n\n{note}\n{END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(TASKS)}")
+    p.add_argument("--only", default=None, help="comma-separated subset of the tasks with a configs/tasks-NAME.txt")
     p.add_argument("--out", default=str(REPO / "docs" / "tasks.md"))
     p.add_argument("--keep-dir", default=None, help="save the runs here instead of a temporary folder")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs")
     args = p.parse_args(argv)
-    names = [t for t in (args.only.split(",") if args.only else TASKS)]
+    tasks = demo_tasks()
+    names = [t for t in (args.only.split(",") if args.only else tasks)]
     for n in names:
-        if n not in TASKS:
-            raise SystemExit(f"unknown task {n!r}; choose from {', '.join(TASKS)}")
+        if n not in tasks:
+            raise SystemExit(f"unknown task {n!r}; choose from {', '.join(tasks)}")
     rows, loads = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         save_dir = Path(args.keep_dir or tmp)

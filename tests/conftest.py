@@ -1,11 +1,14 @@
 """Shared fixtures: every test runs with HOME and wandb pointed at a temp dir, and can write
-tiny config files and call `main.main` in-process or as a subprocess."""
+tiny config files (`tiny_config`) and call `main.main` in-process or as a subprocess; `one_thread`
+(or `torch_threads`) runs tiny models on one thread."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -40,6 +43,54 @@ max_seq_len=16
 """
 
 
+
+
+def set_values(text: str, **values: object) -> str:
+    """`text` (a config) with each `key=value` line replaced, or added under the section owning the key.
+
+    Values are written as given (`lr="[1e-3,3e-3]"` sweeps); a key in two sections (`max_seq_len`)
+    is set in both; a key no dataclass knows (a task file's own setting) goes under DataParams.
+    """
+    from train.config import SECTIONS
+    from train.params_base import field_types
+
+    lines = text.strip().splitlines()
+    for key, value in values.items():
+        hits = [i for i, line in enumerate(lines) if "=" in line and line.split("=", 1)[0].strip() == key]
+        for i in hits:
+            lines[i] = f"{key}={value}"
+        if not hits:
+            section = next((s for s, cls in SECTIONS.items() if key in field_types(cls)), "DataParams")
+            at = lines.index(section) + 1
+            lines.insert(at, f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def tiny_config(**values: object) -> str:
+    """The tiny copy-task config (dim 16, 1 layer, 256 samples) with `values` set: the one template for tests."""
+    return set_values(TINY, **values)
+
+
+@contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Tiny models run fastest on one thread, and a busy machine's cores aren't fought over."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Request it (or `pytestmark = pytest.mark.usefixtures("one_thread")`) to train on one thread."""
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
@@ -63,18 +114,10 @@ class Workspace:
         self.logs = root / "logs"
         self.configs.mkdir()
 
-    def write_config(self, name: str, text: str = TINY, **overrides: str) -> Path:
-        """Write configs/{name}.txt; overrides replace or add `key=value` lines in place."""
-        lines = text.strip().splitlines()
-        for key, value in overrides.items():
-            for i, line in enumerate(lines):
-                if line.split("=", 1)[0].strip() == key:
-                    lines[i] = f"{key}={value}"
-                    break
-            else:
-                raise KeyError(f"{key} not in the template; add it to the text instead")
+    def write_config(self, name: str, text: str = TINY, **overrides: object) -> Path:
+        """Write configs/{name}.txt: `text` with `overrides` set (see `set_values`)."""
         path = self.configs / f"{name}.txt"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text(set_values(text, **overrides))
         return path
 
     def args(self, *extra: str) -> list[str]:

@@ -1,6 +1,8 @@
 """Config files: sections, literals, sweeps, prefixes, and one-line errors with exit code 2."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from train.config import expand_config_file, load_runs
@@ -134,9 +136,10 @@ def test_help_documents_every_flag_and_imports_no_torch():
     assert proc.returncode == 0
     for flag in ("--config", "--task", "--wandb-proj-name", "--save", "--save-dir", "--ablate", "--no-wandb", "--gpu-id", "--seed", "--dry-run"):
         assert flag in proc.stdout
-    probe = "import sys, main; main.build_parser(); main.expand_runs; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    # every task file is imported (their settings are listed), but none pulls in a heavy library
+    probe = "import sys, main; main.build_parser().format_help(); main.expand_runs; print(*(m in sys.modules for m in ('torch', 'lightning', 'numpy', 'data.tasks.tart')))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    assert out == "False False"
+    assert out == "False False False True"
 
 
 def test_every_param_has_default_and_help():
@@ -149,3 +152,56 @@ def test_every_param_has_default_and_help():
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
             assert hasattr(instance, f.name)
+
+
+def test_wandb_username_in_main_sets_the_wandb_entity(ws, monkeypatch):
+    """The seed's `wandb_username` line in main.py reaches wandb (as $WANDB_ENTITY); an explicit env var wins."""
+    import main
+
+    ws.write_config("t")
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    monkeypatch.setattr(main, "wandb_username", "my-team")
+    assert ws.main("--config=t", "--dry-run") == 0
+    assert os.environ["WANDB_ENTITY"] == "my-team"
+    monkeypatch.setenv("WANDB_ENTITY", "other")
+    assert ws.main("--config=t", "--dry-run") == 0
+    assert os.environ["WANDB_ENTITY"] == "other"
+
+
+def test_unknown_task_names_the_folder_it_would_read():
+    from data.tasks import check_task
+
+    with pytest.raises(UserError, match=r"or put copyy/data\.txt under the folder named in data-path\.txt") as e:
+        check_task("copyy")
+    assert "did you mean copy" in str(e.value)
+
+
+def test_help_lists_every_config_key_by_section_from_the_dataclasses():
+    import dataclasses
+
+    import main
+    from train.config import SECTIONS
+
+    text = main.build_parser().format_help()
+    starts = [text.index(f"\n{section}\n") for section in SECTIONS]
+    assert starts == sorted(starts)
+    for i, (section, cls) in enumerate(SECTIONS.items()):
+        block = text[starts[i] : starts[i + 1] if i + 1 < len(starts) else len(text)]
+        for f in dataclasses.fields(cls):
+            assert f"\n  {f.name} (" in block, (section, f.name)
+    assert "precision (str; default '32-true'; one of '32-true', 'bf16-mixed', '16-mixed', '64-true')" in text
+    assert "-- task file data/tasks/hmm.py --" in text
+    assert "hmm_n_states (int; default 3; >= 1 and <= 26): hmm tasks" in " ".join(text.split())
+
+
+def test_tiny_config_sets_replaces_and_places_keys(tmp_path):
+    from tests.conftest import tiny_config
+    from train.config import parse_config_file
+
+    text = tiny_config(lr="[1e-3,3e-3]", max_seq_len=24, dropout=0.1, hmm_n_states=4)
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    parsed = parse_config_file(path)
+    assert parsed["TrainParams"]["lr"] == ([1e-3, 3e-3], True)
+    assert parsed["DataParams"]["max_seq_len"] == ([24], False) and parsed["ModelParams"]["max_seq_len"] == ([24], False)
+    assert parsed["ModelParams"]["dropout"] == ([0.1], False) and parsed["DataParams"]["hmm_n_states"] == ([4], False)

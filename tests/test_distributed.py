@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import pytest
 
+from tests.conftest import tiny_config
 from train.distributed import Hardware, env_rank_zero, global_mean, plan_scaling, rank_seed
 from train.errors import UserError
 from train.train_params import TrainParams
@@ -86,15 +87,13 @@ def test_possible_combinations_resolve_to_trainer_kwargs():
 
 
 def test_bad_combination_stops_main_before_any_folder(ws, capsys):
-    from tests.conftest import TINY
-
-    ws.write_config("c", TINY.replace("print_sample_len=8", 'print_sample_len=8\naccelerator="cpu"\nprecision="16-mixed"'))
+    ws.write_config("c", accelerator='"cpu"', precision='"16-mixed"')
     assert ws.main("--config=c", "--save", "--no-wandb") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "16-mixed" in err[0] and err[0].startswith("error:"), err
     assert not ws.saves.exists() and not ws.logs.exists()
     # an unknown strategy is caught by the config parser, with the choices
-    ws.write_config("d", TINY.replace("print_sample_len=8", 'print_sample_len=8\nstrategy="horovod"'))
+    ws.write_config("d", strategy='"horovod"')
     assert ws.main("--config=d", "--no-wandb") == 2
     assert "fsdp" in capsys.readouterr().err
 
@@ -157,36 +156,9 @@ def test_shards_make_up_the_one_process_batches_also_after_a_resume():
 # --- 2 processes vs 1 ---------------------------------------------------------------------------------------
 # Fixed-length samples: every rank's share of a global batch has the same number of target tokens, so
 # the mean of the ranks' mean losses (what DDP's averaged gradient minimises) is the global batch's mean.
-DDP_BASE = """
-DataParams
-task="copy"
-n_train_samples=256
-n_val_samples=32
-n_test_samples=8
-min_len=4
-max_len=4
-alphabet="abcd"
-max_seq_len=16
-
-TrainParams
-epochs=2
-batch_size=32
-lr=3e-3
-warmup_steps=2
-val_check_interval=4
-hyperparams_log_freq=4
-n_print_samples=1
-print_sample_len=8
-accelerator="cpu"
-devices=1
-strategy="auto"
-
-ModelParams
-dim=16
-n_layers=1
-n_heads=2
-max_seq_len=16
-"""
+DDP_BASE = tiny_config(
+    n_test_samples=8, min_len=4, max_len=4, epochs=2, val_check_interval=4, accelerator='"cpu"', devices=1, strategy='"auto"'
+)
 LOSS_TOL = 1e-5  # nats; measured ≤ 4e-7 here: float32 sums in another order (gloo all-reduce, 1 thread per rank)
 
 
@@ -270,12 +242,11 @@ def test_compile_traces_the_training_loss_and_leaves_the_lm_plain(monkeypatch):
 def test_bf16_mixed_trains_on_a_cpu_that_has_it(ws):
     """bf16 autocast with gradient clipping (the default grad_clip=1.0): Lightning refuses to clip for a
     fused optimizer under mixed precision, so LMTrainer must not pick the fused AdamW then."""
-    from tests.conftest import TINY
     from train.distributed import detect_hardware
 
     if not detect_hardware().cpu_bf16:
         pytest.skip("this CPU has no native bfloat16")
-    ws.write_config("b", TINY.replace("print_sample_len=8", 'print_sample_len=8\naccelerator="cpu"\nprecision="bf16-mixed"'))
+    ws.write_config("b", accelerator='"cpu"', precision='"bf16-mixed"')
     assert ws.main("--config=b", "--save", "--no-wandb") == 0
     (run,) = ws.run_dirs()
     losses = [row[3] for row in _stats(run)["stat/train_loss:main"]]

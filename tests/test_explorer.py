@@ -14,7 +14,9 @@ import torch
 
 import model_explorer
 from model.lm import LM
-from tests.explorer_helpers import one_thread, train_tiny_run  # noqa: F401  (autouse fixture)
+from tests.explorer_helpers import train_tiny_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 from train.errors import UserError
 from train.evaluate import evaluate
 

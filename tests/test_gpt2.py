@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from tests.explorer_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 from tests.tiny_gpt2 import TEXTS, make_tiny_gpt2
 from train.errors import UserError
 

@@ -16,7 +16,8 @@ from torch import nn
 from data.tokenizer import CharTokenizer
 from model.lm import LM
 from model.model_params import ModelParams
-from tests.explorer_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOK = CharTokenizer("abcdefgh>")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "hooks.md"

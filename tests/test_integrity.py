@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, torch_threads
 from tests.test_locks import other_process, write_lock  # noqa: F401  (other_process is a fixture)
 from tests.test_resume import assert_same_run, config
 from train import checkpointing
@@ -48,14 +48,12 @@ def trained(tmp_path_factory) -> Trained:
         if not snapshot.exists():
             shutil.copytree(ws.saves, snapshot, ignore=shutil.ignore_patterns(".lock*"))  # as a killed process leaves it, minus its lock
 
-    threads = torch.get_num_threads()
     checkpointing.RunCheckpoint._save_checkpoint = save_and_copy
-    torch.set_num_threads(1)
     try:
-        assert ws.main("--config=m", "--save", "--no-wandb") == 0
+        with torch_threads(1):
+            assert ws.main("--config=m", "--save", "--no-wandb") == 0
     finally:
         checkpointing.RunCheckpoint._save_checkpoint = real
-        torch.set_num_threads(threads)
     (saved,) = ws.run_dirs()
     return Trained(ws, snapshot, saved)
 
@@ -309,12 +307,8 @@ def test_moved_run_in_progress_resumes_exactly(trained, tmp_path, capsys):
     """The snapshot was taken in another folder: copied elsewhere, it resumes to the same weights and stats."""
     saves = tmp_path / "elsewhere" / "saves"
     shutil.copytree(trained.snapshot, saves)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         rc = trained.ws.main("--config=m", "--save", "--resume", "--no-wandb", f"--save-dir={saves}", f"--log-dir={tmp_path / 'logs'}")
-    finally:
-        torch.set_num_threads(threads)
     assert rc == 0
     out = capsys.readouterr().out
     assert "resuming" in out

@@ -14,7 +14,10 @@ matplotlib.use("Agg")
 import pytest
 
 import model_explorer
-from tests.explorer_helpers import TINY_RUN, few_threads, one_thread  # noqa: F401  (autouse fixture)
+from tests.conftest import torch_threads
+from tests.explorer_helpers import TINY_RUN
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 from train.errors import UserError
 from train.report import write_config_report, write_report
 
@@ -30,7 +33,7 @@ def sweep(tmp_path_factory):
     (root / "configs" / "grid.txt").write_text(SWEEP)
     saves = root / "saved-models"
     args = ["--config=grid", f"--configs-dir={root / 'configs'}", f"--save-dir={saves}", f"--log-dir={root / 'logs'}", "--no-wandb", "--save"]
-    with pytest.MonkeyPatch.context() as mp, few_threads():
+    with pytest.MonkeyPatch.context() as mp, torch_threads(1):
         mp.setenv("WANDB_MODE", "disabled")
         mp.setenv("HOME", str(root / "home"))
         assert main.main(args) == 0

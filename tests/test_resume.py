@@ -17,43 +17,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, Workspace
+from tests.conftest import REPO, Workspace, tiny_config, torch_threads
 from train import checkpointing
 from train.checkpointing import ResumableSampler, load_checkpoint_safely
 
-BASE = """
-DataParams
-task="copy"
-n_train_samples={n_train}
-n_val_samples=32
-n_test_samples=32
-min_len=2
-max_len=5
-alphabet="abcd"
-max_seq_len=16
-
-TrainParams
-epochs={epochs}
-batch_size=16
-lr={lr}
-warmup_steps=2
-hyperparams_log_freq=4
-n_print_samples=1
-print_sample_len=8
-checkpoint_every_n_steps={every}
-val_check_interval={val}
-
-ModelParams
-dim=16
-n_layers=1
-n_heads=2
-max_seq_len=16
-dropout=0.1
-"""
-
-
 def config(n_train: int = 256, epochs: int = 3, lr: str = "3e-3", every: int = 5, val: str = "7") -> str:
-    return BASE.format(n_train=n_train, epochs=epochs, lr=lr, every=every, val=val)
+    return tiny_config(
+        n_train_samples=n_train, epochs=epochs, batch_size=16, lr=lr, checkpoint_every_n_steps=every, val_check_interval=val, dropout=0.1
+    )
 
 
 def stats_without_time(run_dir: Path) -> dict:
@@ -70,15 +41,6 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert sa.keys() == sb.keys()
     for k in sa:
         assert sa[k] == sb[k], f"train_stats[{k!r}] differs"
-
-
-@pytest.fixture
-def one_thread():
-    """CPU results are bitwise reproducible at a fixed thread count; subprocesses get OMP_NUM_THREADS=1."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def sub_env(home: Path) -> dict[str, str]:
@@ -190,12 +152,8 @@ def reference_long(tmp_path_factory):
     """The same run, never interrupted (in-process)."""
     w = Workspace(tmp_path_factory.mktemp("ref"))
     w.write_config("long", config(n_train=512, epochs=4, every=10, val="0.5"))
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):  # CPU results are bitwise reproducible at a fixed thread count
         assert w.main("--config=long", "--save", "--no-wandb") == 0
-    finally:
-        torch.set_num_threads(old)
     (ref,) = w.run_dirs()
     return ref
 

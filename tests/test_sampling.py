@@ -9,7 +9,8 @@ from model.kv_cache import KVCache
 from model.lm import LM
 from model.model_params import ModelParams
 from model.sampling import sequence_logprob
-from tests.explorer_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOK = CharTokenizer("abcdefgh>")
 

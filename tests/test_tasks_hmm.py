@@ -11,7 +11,7 @@ import pytest
 from data.data_params import DataParams
 from data.syntheticdata import SYNTHETIC_TASKS
 from data.tasks import get_task_data
-from data.tasks_hmm import (
+from data.tasks.hmm import (
     SEED_TABLES,
     HMMTables,
     encode_obs,

@@ -10,12 +10,13 @@ import torch
 
 from data.data_params import DataParams
 from data.dataloader import LMDataModule
-from data.tasks_arithmetic import split_problem
+from data.tasks.arith import final_answer_accuracy, split_problem
 from data.vector_input import VectorTokenizer
 from model.lm import LM
 from model.model_params import ModelParams
 from train.errors import UserError
-from train.task_metrics import final_answer_accuracy, task_val_stats
+from tests.conftest import torch_threads
+from train.task_metrics import task_val_stats
 
 BASE = """
 DataParams
@@ -156,12 +157,8 @@ def test_tart_trains_beats_majority_and_logs_its_baselines(ws, monkeypatch):
     # constant lr, rotary positions (custom attention): the in-context solution appears by ~200 steps
     train = "lr=3e-3\nmin_lr_frac=1.0\nweight_decay=0.0\nepochs=2\nbatch_size=64"
     write(ws, "tart", TART, 16, train=train, model='layer_architecture="custom-transformer"\npos_encoding="rotary"')
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is fastest and leaves the other cores alone
-    try:
+    with torch_threads(1):  # a tiny model: one thread is fastest and leaves the other cores alone
         assert ws.main("--config=tart", "--no-wandb", "--save") == 0
-    finally:
-        torch.set_num_threads(n)
     last, results = stats_of(ws)
     for name in ("logreg_acc", "logreg_acc_2nd_half", "bayes_expected_acc", "majority_acc", "bayes_entropy"):
         assert f"stat/val_{name}" in last
@@ -201,8 +198,9 @@ def test_results_script_rows_and_doc_update(tmp_path):
     tr = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tr)
     run = {"results": {"val": {"loss:main": 1.5}, "wall_time_s": 12.0}, "last": {"stat/val_loss_floor": 1.25}, "total_s": 20.0, "steps": 100, "command": "python main.py --config=tasks-hmm --no-wandb"}
-    r = tr.row("hmm", run)
+    r = tr.row("hmm", run)  # the middle cells come from data/tasks/hmm.py's @task_summary
     assert "1.2500" in r[2] and "+20.0 %" in r[4] and r[5] == "100"
+    assert tr.demo_tasks() == ("arith", "hmm", "tart")
     doc = tmp_path / "tasks.md"
     doc.write_text(f"# Tasks\n\nintro\n\n{tr.BEGIN}\n{tr.END}\n\nafter\n")
     tr.update_doc(doc, {"hmm": r}, "note 1")

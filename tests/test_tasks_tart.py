@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from data.data_params import DataParams
-from data.tasks_tart import (
+from data.tasks.tart import (
     baselines,
     context_logreg_probs,
     fit_logreg,

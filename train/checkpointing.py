@@ -31,6 +31,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, Sampler
 
 from data.dataloader import LMDataModule
+from train import lightning_compat
 from train.distributed import any_rank
 from train.errors import UserError
 from train.integrity import accepted_hashes, verify_checkpoint_file
@@ -274,15 +275,15 @@ class RunCheckpoint(ModelCheckpoint):
         return "RunCheckpoint"
 
     def _validation_follows(self, trainer: Any) -> bool:
-        loop = trainer.fit_loop
         try:
-            return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+            return lightning_compat.validation_follows(trainer)
         except Exception:  # internal API moved: checkpoint anyway (resume stays correct, may skip a validation)
             return False
 
     def _save_last_now(self, trainer: Any) -> None:
-        if self._last_global_step_saved != trainer.global_step or not self._last_checkpoint_saved:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        step, path = lightning_compat.checkpoint_saved_at(self)
+        if step != trainer.global_step or not path:
+            lightning_compat.save_last_checkpoint(self, trainer)
 
     def _stop_if_requested(self, trainer: Any) -> None:
         requested = self.interrupt.requested if self.interrupt is not None else None
@@ -305,7 +306,7 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._save_last_now(trainer)
 
-    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:  # a private hook (train/lightning_compat.py)
         super()._save_checkpoint(trainer, filepath)
         if self.on_saved is not None:
             self.on_saved(trainer.global_step)

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from data.data_params import DataParams
+from data.task_registry import settings_owner
 from model.model_params import ModelParams
 from train.errors import UserError
 from train.params_base import coerce, field_choices, field_types, type_name, value_matches
 from train.train_params import TrainParams
-from train.validate import field_problem, run_problem
+from train.validate import SECTIONS, field_problem, run_problem
 
-SECTIONS: dict[str, type] = {"DataParams": DataParams, "TrainParams": TrainParams, "ModelParams": ModelParams}
-GROUP_OF_SECTION = {"DataParams": "data", "TrainParams": "train", "ModelParams": "model"}
 MAX_RUNS = 10_000
 
 
@@ -92,6 +91,7 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (some Windows editors) is not part of the first line
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file; config files hold 'key=value' lines") from None
+    types = {s: field_types(cls) for s, cls in SECTIONS.items()}
     out: dict[str, dict[str, tuple[list[Any], bool]]] = {s: {} for s in SECTIONS}
     section: str | None = None
     for lineno, full in enumerate(text.splitlines(), 1):
@@ -100,36 +100,49 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
         if not line:
             continue
         if "=" not in line:
-            header = _section_header(line)
-            if header is None:
-                close = difflib.get_close_matches(line.strip("[]: "), list(SECTIONS), n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise UserError(f"{where}: {line[:60]!r} is neither 'key=value' nor a section header{hint}; sections: {', '.join(SECTIONS)}")
-            section = header
+            section = _header(line, where)
             continue
         key, raw = (s.strip() for s in line.split("=", 1))
-        if section is None:
-            raise UserError(f"{where}: {key}= comes before any section header; put it under DataParams, TrainParams or ModelParams")
-        types = field_types(SECTIONS[section])
-        if key not in types:
-            owner = next((s for s in SECTIONS if key in field_types(SECTIONS[s])), None)
-            if owner:
-                raise UserError(f"{where}: {key} belongs in section {owner}, not {section}; move the line under {owner}")
-            raise UserError(f"{where}: unknown key {key!r} in section {section}; {_closest_keys(key, section)}")
-        if key in out[section]:
-            raise UserError(f"{where}: {key} is set twice in section {section}; keep one line (use a list to sweep)")
-        tp = types[key]
-        value = _parse_value(raw, tp, where, key)
-        is_sweep = isinstance(value, list) and not value_matches(value, tp)
-        values = value if is_sweep else [value]
-        if is_sweep and not values:
-            raise UserError(f"{where}: {key}=[] is an empty list, so this config expands to no runs; give at least one value")
-        for v in values:
-            problem = value_problem(section, key, v)
-            if problem:
-                raise UserError(f"{where}: {problem}")
-        out[section][key] = ([coerce(v, tp) for v in values], is_sweep)
+        section = _check_key(key, section, types, out, where)
+        out[section][key] = _parse_values(section, key, raw, types[section][key], where)
     return out
+
+
+def _header(line: str, where: str) -> str:
+    header = _section_header(line)
+    if header is None:
+        close = difflib.get_close_matches(line.strip("[]: "), list(SECTIONS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(f"{where}: {line[:60]!r} is neither 'key=value' nor a section header{hint}; sections: {', '.join(SECTIONS)}")
+    return header
+
+
+def _check_key(key: str, section: str | None, types: dict[str, dict[str, Any]], seen: dict[str, dict], where: str) -> str:
+    """The section `key` may be set in here, or a UserError naming the fix."""
+    if section is None:
+        raise UserError(f"{where}: {key}= comes before any section header; put it under DataParams, TrainParams or ModelParams")
+    if key not in types[section]:
+        owner = next((s for s in SECTIONS if key in types[s]), None)
+        if owner:
+            raise UserError(f"{where}: {key} belongs in section {owner}, not {section}; move the line under {owner}")
+        raise UserError(f"{where}: unknown key {key!r} in section {section}; {_closest_keys(key, section)}")
+    if key in seen[section]:
+        raise UserError(f"{where}: {key} is set twice in section {section}; keep one line (use a list to sweep)")
+    return section
+
+
+def _parse_values(section: str, key: str, raw: str, tp: Any, where: str) -> tuple[list[Any], bool]:
+    """(the values of `key=raw`, whether it is a sweep), each checked for type, choices and range."""
+    value = _parse_value(raw, tp, where, key)
+    is_sweep = isinstance(value, list) and not value_matches(value, tp)
+    values = value if is_sweep else [value]
+    if is_sweep and not values:
+        raise UserError(f"{where}: {key}=[] is an empty list, so this config expands to no runs; give at least one value")
+    for v in values:
+        problem = value_problem(section, key, v)
+        if problem:
+            raise UserError(f"{where}: {problem}")
+    return [coerce(v, tp) for v in values], is_sweep
 
 
 def value_problem(section: str, key: str, v: Any) -> str | None:
@@ -202,20 +215,23 @@ def expand_config_file(path: Path, task: str | None = None) -> list[RunConfig]:
             groups[s][k] = v
         if task is not None:
             groups["DataParams"]["task"] = task
-        varying = {k: groups[s][k] for s, k in swept}
-        rc = RunConfig(
-            config_name=path.stem,
-            data=DataParams(**groups["DataParams"]),
-            train=TrainParams(**groups["TrainParams"]),
-            model=ModelParams(**groups["ModelParams"]),
-            varying=varying,
-            source=str(path),
-        )
-        problem = run_problem(rc.data, rc.train, rc.model)
-        if problem:
-            raise UserError(f"{path}: {problem}" + (f" (in the run {rc.describe()})" if varying else ""))
-        runs.append(rc)
+        runs.append(_checked_run(path, groups, {k: groups[s][k] for s, k in swept}))
     return runs
+
+
+def _checked_run(path: Path, groups: dict[str, dict[str, Any]], varying: dict[str, Any]) -> RunConfig:
+    rc = RunConfig(
+        config_name=path.stem,
+        data=DataParams(**groups["DataParams"]),
+        train=TrainParams(**groups["TrainParams"]),
+        model=ModelParams(**groups["ModelParams"]),
+        varying=varying,
+        source=str(path),
+    )
+    problem = run_problem(rc.data, rc.train, rc.model)
+    if problem:
+        raise UserError(f"{path}: {problem}" + (f" (in the run {rc.describe()})" if varying else ""))
+    return rc
 
 
 def load_runs(prefix: str, configs_dir: Path, task: str | None = None) -> list[RunConfig]:
@@ -224,3 +240,29 @@ def load_runs(prefix: str, configs_dir: Path, task: str | None = None) -> list[R
     if not runs:
         raise UserError(f"--config={prefix} expands to no runs")
     return runs
+
+
+def settings_help(width: int = 100) -> str:
+    """Every config key by section: type, default, choices, range and help, read from the dataclasses."""
+    import textwrap
+
+    owner = settings_owner()
+    lines = ["config keys (key=value lines under each section header of configs/NAME.txt):"]
+    for section, cls in SECTIONS.items():
+        lines.append(f"\n{section}")
+        heading = None
+        types, all_choices = field_types(cls), field_choices(cls)
+        for f in dataclasses.fields(cls):
+            if owner.get(f.name, section) != heading and f.name in owner:
+                heading = owner[f.name]
+                lines.append(f"  -- task file {heading.replace('.', '/')}.py --")
+            tp, choices, rng = types[f.name], all_choices[f.name], f.metadata.get("range")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            facts = [type_name(tp), f"default {default!r}"]
+            if choices:
+                facts.append("one of " + ", ".join(map(repr, choices)))
+            if rng:
+                facts.append(rng.describe("").strip())
+            text = f"{f.name} ({'; '.join(facts)}): {f.metadata.get('help', '')}"
+            lines.append(textwrap.fill(text, width, initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines)

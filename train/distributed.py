@@ -23,13 +23,12 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from train.errors import UserError
+from train.params_base import field_choices
+from train.train_params import TrainParams
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
-STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "fsdp")
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
 # Set by the launchers (torchrun, SLURM srun, Lightning's own re-launch of the command line, IBM jsrun).
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 
@@ -156,15 +155,36 @@ def plan_scaling(
 ) -> ScalePlan:
     """Resolve and check `tp`'s accelerator/devices/num_nodes/strategy/precision/compile.
 
-    Raises UserError (one line naming the fix) for anything that can't run here.
+    Raises UserError (one line naming the fix) for anything that can't run here: first the
+    values themselves, then how the processes are launched, then `HARDWARE_RULES`.
     """
     env = os.environ if env is None else env
     hw = detect_hardware() if hw is None else hw
     argv0 = sys.argv[0] if argv0 is None else argv0
+    acc = _accelerator(tp, gpu_ids, hw)
+    devices = list(gpu_ids) if gpu_ids else _devices(tp.devices, acc, hw)
+    nn = tp.num_nodes
+    if not _is_int(nn) or nn < 1:
+        raise UserError(f"num_nodes={nn!r} must be a positive count of machines")
+    plan = ScalePlan(acc, devices, nn, _choice(tp, "strategy"), _choice(tp, "precision"), bool(getattr(tp, "compile", False)))
+    _check_launch(plan, env, argv0)
+    for applies, why in HARDWARE_RULES:
+        if applies(plan, hw):
+            raise UserError(why(plan, hw) if callable(why) else why)
+    return plan
 
-    acc = str(tp.accelerator).lower()
-    if acc not in ACCELERATORS:
-        raise UserError(f"accelerator={tp.accelerator!r} is not one of {', '.join(map(repr, ACCELERATORS))}")
+
+def _choice(tp: Any, name: str, lower: bool = False) -> str:
+    """`tp.name`, checked against the TrainParams field's choices (the one place they are listed)."""
+    value, allowed = str(getattr(tp, name)), field_choices(TrainParams)[name]
+    value = value.lower() if lower else value
+    if value not in allowed:
+        raise UserError(f"{name}={getattr(tp, name)!r} is not one of {', '.join(map(repr, allowed))}")
+    return value
+
+
+def _accelerator(tp: Any, gpu_ids: Sequence[int] | None, hw: Hardware) -> str:
+    acc = _choice(tp, "accelerator", lower=True)
     acc = "gpu" if acc == "cuda" else acc
     if gpu_ids:
         if acc == "cpu":
@@ -176,30 +196,28 @@ def plan_scaling(
         acc = "gpu" if hw.n_gpus else "cpu"
     if acc == "gpu" and hw.n_gpus == 0:
         raise UserError("accelerator='gpu' but torch sees no CUDA GPU here (torch.cuda.is_available() is False); use accelerator='cpu' or 'auto'")
+    return acc
 
-    devices: int | list[int]
-    if gpu_ids:
-        devices = list(gpu_ids)
+
+def _devices(d: Any, acc: str, hw: Hardware) -> int:
+    """Processes per node from `devices` ('auto', -1 = all GPUs, or a count), checked against the machine."""
+    if d == "auto":
+        devices = hw.n_gpus if acc == "gpu" else 1
+    elif d == -1 and acc == "gpu":
+        devices = hw.n_gpus
+    elif _is_int(d) and d >= 1:
+        devices = d
     else:
-        d = tp.devices
-        if d == "auto":
-            devices = hw.n_gpus if acc == "gpu" else 1
-        elif d == -1 and acc == "gpu":
-            devices = hw.n_gpus
-        elif _is_int(d) and d >= 1:
-            devices = d
-        else:
-            raise UserError(f"devices={d!r} must be a positive count, 'auto'{' or -1 (all GPUs)' if acc == 'gpu' else ''}")
-        have, what = (hw.n_gpus, "GPU(s)") if acc == "gpu" else (hw.cpu_count, "CPU core(s)")
-        if devices > have:
-            raise UserError(f"devices={d} but this machine has {have} {what}; lower devices (it counts processes per node)")
+        raise UserError(f"devices={d!r} must be a positive count, 'auto'{' or -1 (all GPUs)' if acc == 'gpu' else ''}")
+    have, what = (hw.n_gpus, "GPU(s)") if acc == "gpu" else (hw.cpu_count, "CPU core(s)")
+    if devices > have:
+        raise UserError(f"devices={d} but this machine has {have} {what}; lower devices (it counts processes per node)")
+    return devices
 
-    nn = tp.num_nodes
-    if not _is_int(nn) or nn < 1:
-        raise UserError(f"num_nodes={nn!r} must be a positive count of machines")
-    n_dev = len(devices) if isinstance(devices, list) else devices
-    world = n_dev * nn
 
+def _check_launch(plan: ScalePlan, env: Mapping[str, str], argv0: str) -> None:
+    """The process count agrees with whoever started us (torchrun, SLURM, Lightning's own launcher)."""
+    n_dev, nn, world = plan.devices_per_node, plan.num_nodes, plan.world_size
     if "WORLD_SIZE" in env and env["WORLD_SIZE"].strip().isdigit() and int(env["WORLD_SIZE"]) != world:
         raise UserError(
             f"this process is one of WORLD_SIZE={env['WORLD_SIZE']} (torchrun), but devices × num_nodes = {n_dev} × {nn} = {world}; "
@@ -218,30 +236,24 @@ def plan_scaling(
         )
     if nn > 1 and not launched_externally(env):
         # Lightning's launcher only starts the processes of this node; the others must be started too.
-        warnings.warn(f"num_nodes={nn}: start the same command on every node (torchrun / srun / NODE_RANK), see docs/scaling.md", stacklevel=2)
+        warnings.warn(f"num_nodes={nn}: start the same command on every node (torchrun / srun / NODE_RANK), see docs/scaling.md", stacklevel=3)
 
-    strategy = str(tp.strategy)
-    if strategy not in STRATEGIES:
-        raise UserError(f"strategy={strategy!r} is not one of {', '.join(map(repr, STRATEGIES))}")
-    if strategy == "fsdp" and acc != "gpu":
-        raise UserError("strategy='fsdp' needs CUDA GPUs (Lightning's FSDP does not run on CPU); on CPU use strategy='ddp' or 'auto'")
 
-    precision = str(tp.precision)
-    if precision not in PRECISIONS:
-        raise UserError(f"precision={precision!r} is not one of {', '.join(map(repr, PRECISIONS))}")
-    if precision == "16-mixed" and acc == "cpu":
-        raise UserError("precision='16-mixed' (float16 with a gradient scaler) needs a GPU; on CPU use 'bf16-mixed' or '32-true'")
-    if precision == "bf16-mixed" and acc == "cpu" and not hw.cpu_bf16:
-        raise UserError("precision='bf16-mixed' but this CPU has no native bfloat16 (no AVX512-BF16/AMX); use precision='32-true'")
-    if precision == "bf16-mixed" and acc == "gpu" and not hw.gpu_bf16:
-        raise UserError(f"precision='bf16-mixed' but {hw.gpu_name or 'this GPU'} has no native bfloat16 (needs an Ampere or newer GPU); use '16-mixed'")
-
-    compile_ = bool(getattr(tp, "compile", False))
-    if compile_ and acc == "cpu" and not hw.cxx:
-        raise UserError("compile=True on CPU needs a C++ compiler (g++ or clang++) for torch.compile; install one or set compile=False")
-    if compile_ and acc == "gpu" and not hw.triton:
-        raise UserError("compile=True on GPU needs triton (pip install triton); or set compile=False")
-    return ScalePlan(acc, devices, nn, strategy, precision, compile_)
+# (the plan can't run on this hardware, the one-line fix): checked in order after the values resolve
+HARDWARE_RULES: tuple[tuple[Callable[[ScalePlan, Hardware], bool], str | Callable[[ScalePlan, Hardware], str]], ...] = (
+    (lambda p, hw: p.strategy == "fsdp" and p.accelerator != "gpu",
+     "strategy='fsdp' needs CUDA GPUs (Lightning's FSDP does not run on CPU); on CPU use strategy='ddp' or 'auto'"),
+    (lambda p, hw: p.precision == "16-mixed" and p.accelerator == "cpu",
+     "precision='16-mixed' (float16 with a gradient scaler) needs a GPU; on CPU use 'bf16-mixed' or '32-true'"),
+    (lambda p, hw: p.precision == "bf16-mixed" and p.accelerator == "cpu" and not hw.cpu_bf16,
+     "precision='bf16-mixed' but this CPU has no native bfloat16 (no AVX512-BF16/AMX); use precision='32-true'"),
+    (lambda p, hw: p.precision == "bf16-mixed" and p.accelerator == "gpu" and not hw.gpu_bf16,
+     lambda p, hw: f"precision='bf16-mixed' but {hw.gpu_name or 'this GPU'} has no native bfloat16 (needs an Ampere or newer GPU); use '16-mixed'"),
+    (lambda p, hw: p.compile and p.accelerator == "cpu" and not hw.cxx,
+     "compile=True on CPU needs a C++ compiler (g++ or clang++) for torch.compile; install one or set compile=False"),
+    (lambda p, hw: p.compile and p.accelerator == "gpu" and not hw.triton,
+     "compile=True on GPU needs triton (pip install triton); or set compile=False"),
+)
 
 
 def check_runs(runs: Sequence[Any], gpu_ids: Sequence[int] | None) -> None:

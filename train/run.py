@@ -62,13 +62,6 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
-def device_kwargs(rc: RunConfig, opts: RunOptions) -> dict[str, Any]:
-    """accelerator/devices/num_nodes/strategy/precision for lightning.Trainer, checked against this machine."""
-    from train.distributed import plan_scaling
-
-    return plan_scaling(rc.train, opts.gpu_ids).trainer_kwargs()
-
-
 def _relative(path: Path, root: Path) -> str | None:
     try:
         return str(Path(path).resolve().relative_to(Path(root).resolve()))

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 
 from model.lm import LM
+from train import lightning_compat
 from train.distributed import global_mean, is_fsdp, plain_param_name, training_losses
 from train.evaluate import accumulate
 from train.task_metrics import task_val_stats
@@ -64,8 +65,8 @@ class LMTrainer(L.LightningModule):
             self._pending_stats.append((name, len(rows)))
         rows.append((self.global_step, self.n_samples, self.stat_counter, value))
         self.stat_counter += 1
-        fx = self._current_fx_name
-        if self._trainer is not None and fx is not None:  # inside a Lightning hook: also to the loggers
+        fx = lightning_compat.current_hook(self)
+        if lightning_compat.attached_trainer(self) is not None and fx is not None:  # inside a Lightning hook: also to the loggers
             per_step = not fx.endswith("epoch_end")
             if fx == "training_step" and not self._lightning_wants_step_value(prog_bar):
                 return
@@ -73,7 +74,7 @@ class LMTrainer(L.LightningModule):
 
     def _lightning_wants_step_value(self, prog_bar: bool) -> bool:
         """True on steps whose per-step values Lightning's loggers write (or the progress bar shows)."""
-        if getattr(getattr(self.trainer, "_logger_connector", None), "should_update_logs", True):
+        if lightning_compat.loggers_write_this_step(self.trainer):
             return True
         return prog_bar and self.global_step % PROG_BAR_EVERY == 0
 
@@ -93,7 +94,7 @@ class LMTrainer(L.LightningModule):
         losses, n_samples = self.train_losses(batch, self.train_params)
         self.n_samples += n_samples * self.trainer.world_size
         self._tokens_since_log = self._tokens_since_log + batch["mask"].sum().cpu()
-        for name, value in global_mean(self._trainer, losses).items():  # several ranks: the global batch's loss
+        for name, value in global_mean(lightning_compat.attached_trainer(self), losses).items():  # several ranks: the global batch's loss
             self.log_stat(f"stat/train_loss:{name}", value, prog_bar=name == "main")
         # Here rather than in on_train_batch_end: checkpoints are written by callbacks at batch end,
         # before that hook would run, and a resumed run must not miss what it logs.

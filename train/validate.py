@@ -4,112 +4,43 @@ Torch-free (runs on `--dry-run` and before `import torch`). Two levels:
 
 * `field_problem(section, key, value)` — one value on its own, checked while parsing (so the error
   names the config line): positive sizes, probabilities in [0, 1], finite floats, seeds that fit
-  numpy. Fields without an entry in `RANGES` get a generic bound (ints 0..2**31-1, seeds
-  0..2**32-1, floats finite with |x| <= 1e9, names like `p_*`, `*_frac`, `*_p` in [0, 1]).
+  numpy. The range is the field's own (`param(..., min=, max=)` in the dataclass); fields
+  without one get a generic bound (ints 0..2**31-1, seeds 0..2**32-1, floats finite with
+  |x| <= 1e9, names like `p_*`, `*_frac`, `*_p` in [0, 1]).
 * `run_problem(data, train, model)` — relations between values (n_heads divides dim, the model's
   positional table covers the data's sequences, min_len <= max_len) and a rough memory estimate:
   a run needing more than `MAX_TRAIN_BYTES` (1 TiB) is surely a typo such as dim=10**6, and a run
   needing more than this machine's physical memory (`machine_memory_bytes`) would only fail in
   the allocator (or swap for hours), so it stops here with the estimate.
 
-Add a line to `RANGES` when you add a numeric parameter with tighter limits.
+Give `param(...)` a `min=`/`max=` when you add a numeric parameter with tighter limits.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from typing import Any
 
+from data.data_params import DataParams
+from model.model_params import ModelParams
+from train.params_base import FLOAT_MAX, INT_MAX, SEED_MAX, Range, field_range
+from train.train_params import TrainParams
+
+SECTIONS: dict[str, type] = {"DataParams": DataParams, "TrainParams": TrainParams, "ModelParams": ModelParams}
 MAX_TRAIN_BYTES = 2**40  # 1 TiB: no single machine trains this; the config surely has a typo
-INT_MAX = 2**31 - 1
-SEED_MAX = 2**32 - 1  # numpy's limit
-FLOAT_MAX = 1e9
-
-
-@dataclass(frozen=True)
-class Range:
-    lo: float
-    hi: float
-    open_lo: bool = False  # lo itself excluded
-    open_hi: bool = False
-    also: tuple = ()  # extra allowed values outside the range, e.g. -1 = "off"
-
-    def contains(self, v: float) -> bool:
-        if v in self.also:
-            return True
-        above = v > self.lo if self.open_lo else v >= self.lo
-        below = v < self.hi if self.open_hi else v <= self.hi
-        return above and below
-
-    def describe(self, kind: str) -> str:
-        lo = f"> {_num(self.lo)}" if self.open_lo else f">= {_num(self.lo)}"
-        hi = f"< {_num(self.hi)}" if self.open_hi else f"<= {_num(self.hi)}"
-        extra = "".join(f" or {a}" for a in self.also)
-        return f"{kind} {lo} and {hi}{extra}"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
-
-
-def _r(lo: float, hi: float, **kw: Any) -> Range:
-    return Range(lo, hi, **kw)
-
-
-RANGES: dict[str, Range] = {
-    # DataParams
-    "DataParams.n_train_samples": _r(1, 10**9),
-    "DataParams.n_val_samples": _r(1, 10**9),
-    "DataParams.n_test_samples": _r(0, 10**9),
-    "DataParams.min_len": _r(0, 10**6),
-    "DataParams.max_len": _r(1, 10**6),
-    "DataParams.max_seq_len": _r(2, 2**24),
-    "DataParams.stride": _r(1, 2**24),
-    "DataParams.bpe_vocab_size": _r(1, 10**7),
-    # TrainParams
-    "TrainParams.epochs": _r(1, 10**6),
-    "TrainParams.max_steps": _r(1, INT_MAX, also=(-1,)),
-    "TrainParams.batch_size": _r(1, 2**20),
-    "TrainParams.lr": _r(0, 1e6, open_lo=True),
-    "TrainParams.min_lr_frac": _r(0, 1),
-    "TrainParams.weight_decay": _r(0, 100),
-    "TrainParams.beta1": _r(0, 1, open_hi=True),
-    "TrainParams.beta2": _r(0, 1, open_hi=True),
-    "TrainParams.grad_clip": _r(0, FLOAT_MAX, open_lo=True),
-    "TrainParams.accumulate_grad_batches": _r(1, 2**16),
-    "TrainParams.hyperparams_log_freq": _r(1, INT_MAX),
-    "TrainParams.n_print_samples": _r(0, 1000),
-    "TrainParams.print_sample_len": _r(0, 10**5),
-    "TrainParams.num_workers": _r(0, 256),
-    "TrainParams.devices": _r(1, 1024, also=(-1,)),  # -1 = all GPUs
-    "TrainParams.num_nodes": _r(1, 4096),
-    "TrainParams.checkpoint_every_n_steps": _r(0, INT_MAX),
-    "TrainParams.lora_rank": _r(0, 2**16),
-    "TrainParams.lora_alpha": _r(0, FLOAT_MAX, open_lo=True),
-    # ModelParams
-    "ModelParams.dim": _r(1, 2**16),
-    "ModelParams.n_layers": _r(1, 4096),
-    "ModelParams.n_heads": _r(1, 4096),
-    "ModelParams.dim_ff_factor": _r(1, 1024),
-    "ModelParams.dropout": _r(0, 1, open_hi=True),
-    "ModelParams.layer_norm_eps": _r(0, 1, open_lo=True),
-    "ModelParams.max_seq_len": _r(1, 2**24),
-    "ModelParams.max_posencs": _r(1, 2**24),
-}
 # val_check_interval is a fraction of an epoch (float) or a number of batches (int)
-VAL_CHECK_FLOAT = _r(0, 1, open_lo=True)
-VAL_CHECK_INT = _r(1, INT_MAX)
+VAL_CHECK_FLOAT = Range(0, 1, open_lo=True)
+VAL_CHECK_INT = Range(1, INT_MAX)
 
 _PROBABILITY_SUFFIXES = ("_frac", "_fraction", "_prob", "_p")
 
 
 def _default_range(key: str, is_int: bool) -> Range:
     if is_int:
-        return _r(0, SEED_MAX) if "seed" in key else _r(0, INT_MAX)
+        return Range(0, SEED_MAX) if "seed" in key else Range(0, INT_MAX)
     if key.startswith("p_") or key.endswith(_PROBABILITY_SUFFIXES):
-        return _r(0, 1)
-    return _r(-FLOAT_MAX, FLOAT_MAX)
+        return Range(0, 1)
+    return Range(-FLOAT_MAX, FLOAT_MAX)
 
 
 def field_problem(section: str, key: str, value: Any) -> str | None:
@@ -124,7 +55,8 @@ def field_problem(section: str, key: str, value: Any) -> str | None:
         rng = VAL_CHECK_INT if is_int else VAL_CHECK_FLOAT
         kind = "a whole number of batches" if is_int else "a fraction of an epoch"
     else:
-        rng = RANGES.get(f"{section}.{key}") or _default_range(key, is_int)
+        own, generic = field_range(SECTIONS[section], key), _default_range(key, is_int)
+        rng = generic if own is None else own.within(generic)
     if rng.contains(value):
         return None
     shown = value if abs(value) < 1e15 else f"{value:.3g}"

@@ -15,7 +15,8 @@ ever cut.
 
 `incl_intl_prob=False` trains only on what follows the first `=` (the trainer's answer mask).
 The metric that matters is the final answer under greedy decoding from `problem=`:
-`final_answer` extracts it from a completion.
+`final_answer` extracts it from a completion; `stat/val_acc:final_answer` is logged at every
+validation (`arith_final_answer`).
 
 Torch-free.
 """
@@ -23,12 +24,33 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
 
-from data.data_params import DataParams
 from data.syntheticdata import registered
+from data.task_registry import task_metric, task_settings, task_summary
+from train.params_base import param
+
+if TYPE_CHECKING:
+    from data.data_params import DataParams
 
 STEP_SEP = "="
+N_GREEDY = 256  # val problems decoded per validation (greedy decoding is the slow part)
+
+
+@task_settings
+class ArithSettings:
+    """`arith` settings (DataParams); names follow the semantic-blotching generator."""
+
+    max_num: int = param(20, "arith: largest number in a problem (inclusive; numbers start at 0)")
+    max_ents: int = param(3, "arith: most entities in a problem (>= 2); a parenthetical counts as one and holds at most max_ents-1", min=2)
+    p_mult: float = param(0.3, "arith: probability that an operator is '*' rather than '+'")
+    max_mult_num: int = param(9, "arith: largest number that may stand next to a '*'")
+    p_paren: float = param(0.2, "arith: probability that an entity is a parenthetical sub-problem")
+    space_mults: bool = param(True, "arith: never multiply more than two numbers in a row (a*b*c)")
+    zipf_order: float = param(0.0, "arith: numbers n are drawn with weight (n+1)^-zipf_order; 0 = uniform")
+    p_ent: float = param(0.5, "arith: probability of each entity beyond the first two")
+    blotch_p: float = param(0.0, "arith: probability of dropping each intermediate solution step (the problem and the answer are kept)")
+    contig_blotches: bool = param(True, "arith: allow adjacent steps to be dropped together; False keeps a step between dropped ones")
 
 # An expression is a flat list alternating entity, operator, entity, ...; an entity is an int
 # or a nested expression (a parenthetical).
@@ -63,25 +85,32 @@ def sample_problem(rng: random.Random, dp: DataParams, max_ents: int | None = No
     """A random problem: 2 entities plus each further one (up to max_ents) with probability p_ent."""
     max_ents = dp.max_ents if max_ents is None else max_ents
     n = 2 + sum(rng.random() < dp.p_ent for _ in range(max_ents - 2))
+    ops = _operators(rng, dp, n - 1)
+    expr: Expr = []
+    for i in range(n):
+        next_to_mult = (i > 0 and ops[i - 1] == "*") or (i < n - 1 and ops[i] == "*")
+        if i:
+            expr.append(ops[i - 1])
+        expr.append(_entity(rng, dp, next_to_mult, max_ents))
+    return expr
+
+
+def _operators(rng: random.Random, dp: DataParams, n: int) -> list[str]:
     ops: list[str] = []
-    for _ in range(n - 1):
+    for _ in range(n):
         op = "*" if rng.random() < dp.p_mult else "+"
         if op == "*" and dp.space_mults and ops and ops[-1] == "*":
             op = "+"
         ops.append(op)
-    expr: Expr = []
-    for i in range(n):
-        next_to_mult = (i > 0 and ops[i - 1] == "*") or (i < n - 1 and ops[i] == "*")
-        if next_to_mult:
-            ent: Entity = _number(rng, min(dp.max_mult_num, dp.max_num), dp.zipf_order)
-        elif max_ents - 1 >= 2 and rng.random() < dp.p_paren:
-            ent = sample_problem(rng, dp, max_ents - 1)
-        else:
-            ent = _number(rng, dp.max_num, dp.zipf_order)
-        if i:
-            expr.append(ops[i - 1])
-        expr.append(ent)
-    return expr
+    return ops
+
+
+def _entity(rng: random.Random, dp: DataParams, next_to_mult: bool, max_ents: int) -> Entity:
+    if next_to_mult:
+        return _number(rng, min(dp.max_mult_num, dp.max_num), dp.zipf_order)
+    if max_ents - 1 >= 2 and rng.random() < dp.p_paren:
+        return sample_problem(rng, dp, max_ents - 1)
+    return _number(rng, dp.max_num, dp.zipf_order)
 
 
 # --- solving ----------------------------------------------------------------------------
@@ -167,3 +196,31 @@ def arith(rng: random.Random, dp: DataParams) -> str:
     check_params(dp)
     steps = solution_steps(sample_problem(rng, dp))
     return STEP_SEP.join(blotch(steps, rng, dp.blotch_p, dp.contig_blotches))
+
+
+# --- the metric -------------------------------------------------------------------------
+@task_metric("arith")
+def arith_final_answer(lm: Any, dm: Any, n: int = N_GREEDY) -> dict[str, float]:
+    """Share of val problems whose greedily decoded solution ends in the right answer."""
+    return {"stat/val_acc:final_answer": final_answer_accuracy(lm, dm.task_data.splits["val"][:n], dm.data_params.max_seq_len)}
+
+
+def final_answer_accuracy(lm: Any, samples: list[str], max_seq_len: int, batch_size: int = 64) -> float:
+    """Decode each `problem=` greedily (temperature 0) and compare what follows the last '='."""
+    if not samples:
+        return float("nan")
+    right = 0
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i : i + batch_size]
+        prompts = [split_problem(s)[0] for s in chunk]
+        completions = lm.sample(prompts, max_seq_len=max_seq_len, temperature=0)
+        right += sum(final_answer(c) == split_problem(s)[1] for c, s in zip(completions, chunk))
+    return right / len(samples)
+
+
+@task_summary("arith")
+def arith_summary(val: dict, last: dict) -> tuple[str, str, str]:
+    """docs/tasks.md: greedy final-answer accuracy (1.0 is reachable)."""
+    acc = last["stat/val_acc:final_answer"]
+    ref = "1.0 reachable: the problem fixes the answer (blotching makes the steps, not the answer, random)"
+    return ref, f"final-answer accuracy {acc:.3f}; solution loss {val['loss:main']:.4f}", f"{1 - acc:.3f} of problems wrong"

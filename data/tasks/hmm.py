@@ -37,10 +37,14 @@ import math
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from data.data_params import DataParams
 from data.syntheticdata import registered
+from data.task_registry import task_settings, task_summary
+from train.params_base import param
+
+if TYPE_CHECKING:
+    from data.data_params import DataParams
 
 OBS_SYMBOLS = "abcdefghijklmnopqrstuvwxyz"
 STATE_SYMBOLS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -89,6 +93,16 @@ class HMMTables:
 
 
 SEED_TABLES = HMMTables(SEED_INITIAL, SEED_TRANSITION, SEED_EMISSION)
+
+
+@task_settings
+class HMMSettings:
+    """`hmm` / `hmm_labelled` settings (DataParams); sequence lengths come from min_len/max_len."""
+
+    hmm_random_tables: bool = param(False, "hmm tasks: draw random HMM tables (Dirichlet rows) instead of the seed's fixed 3-state/5-observation weather tables")
+    hmm_n_states: int = param(3, "hmm tasks with hmm_random_tables: number of hidden states", min=1, max=26)
+    hmm_n_obs: int = param(5, "hmm tasks with hmm_random_tables: number of observation symbols", min=1, max=26)
+    hmm_table_seed: int = param(0, "hmm tasks with hmm_random_tables: seed of the random tables (fixed across splits and runs)")
 
 
 def random_tables(n_states: int, n_obs: int, seed: int, concentration: float = 1.0) -> HMMTables:
@@ -295,3 +309,10 @@ def hmm(rng: random.Random, dp: DataParams) -> str:
 def hmm_labelled(rng: random.Random, dp: DataParams) -> str:
     """acbbe>ABBBC: observations, then the hidden states that produced them."""
     return _hmm_sample(rng, dp, labelled=True)
+
+
+@task_summary("hmm")
+def hmm_summary(val: dict, last: dict) -> tuple[str, str, str]:
+    """docs/tasks.md: the val loss against the Bayes floor."""
+    floor, loss = last["stat/val_loss_floor"], val["loss:main"]
+    return f"Bayes floor {floor:.4f} nats/token (forward algorithm)", f"val loss {loss:.4f}", f"{100 * (loss - floor) / floor:+.1f} % above the floor"

@@ -21,16 +21,42 @@ except for the hard majority vote, `_bce`.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from data.data_params import DataParams
+from data.task_registry import task_settings, task_summary
 from data.tasks import TaskData, text_source
+from train.params_base import param
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from data.data_params import DataParams
+
+
+class _LazyNumpy:
+    """numpy, imported on first use: every task file is imported by `main.py --help`, which must stay fast."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("numpy"), name)
+
+
+if not TYPE_CHECKING:
+    np = _LazyNumpy()
 
 SPLITS = ("train", "val", "test")
 OBJECTIVE = "in_context_bce"
+
+
+@task_settings
+class TartSettings:
+    """`tart` settings (DataParams): in-context logistic regression on vectors."""
+
+    n_positions: int = param(32, "tart: (x, y) pairs per sequence", min=1)
+    n_dims: int = param(8, "tart: dimension of each x", min=1)
+    weight_multiplier: float = param(5.0, "tart: scale alpha of the logistic weights (std of w.x); larger = less label noise", gt=0)
+    variable_noise: bool = param(False, "tart: draw alpha per sequence uniformly from [1, weight_multiplier]")
 
 
 @dataclass
@@ -200,3 +226,12 @@ def tart_task(dp: DataParams, seed: int) -> TaskData:
         collate=collate_tart,
         extras={"val_stats": baselines(splits["val"]), "test_stats": baselines(splits["test"])},
     )
+
+
+@task_summary("tart")
+def tart_summary(val: dict, last: dict) -> tuple[str, str, str]:
+    """docs/tasks.md: second-half accuracy against the baselines fitted on the context."""
+    lr, bayes, maj = last["stat/val_logreg_acc_2nd_half"], last["stat/val_bayes_expected_acc"], last["stat/val_majority_acc_2nd_half"]
+    ref = f"2nd-half acc: context logreg {lr:.3f}, majority {maj:.3f}, true-weight Bayes {bayes:.3f}"
+    reached = f"2nd-half acc {val['acc:y_2nd_half']:.3f} (all {val['acc:y']:.3f}), BCE {val['loss:main']:.4f}"
+    return ref, reached, f"{val['acc:y_2nd_half'] - lr:+.3f} vs logreg"

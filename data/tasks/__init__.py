@@ -1,18 +1,23 @@
-"""Which tasks exist and how each yields raw text splits (torch-free, so the CLI checks are fast).
+"""The task package: one file per task (`data/tasks/*.py`), and how a task name becomes data.
 
-`get_task_data` is the one place a task name is resolved: a synthetic generator from
-`data/syntheticdata.py`, a named corpus/dataset registered here with `@text_source`, or a folder
-named in `data-path.txt`. Each returns a `TaskData`; tokenization and batching happen later in
-`data/dataloader.py`.
+Every module in this folder, and in the folders `$HARNESS_TASK_PATH` names, is a task file,
+imported automatically (`data/task_registry.py`): drop a file here and `--task=NAME` works.
+`get_task_data` is the one place a task name is resolved: a synthetic generator
+(`@registered`, `data/syntheticdata.py`), a named corpus/dataset or a non-text task registered
+with `@text_source`, or a folder named in `data-path.txt`. Each returns a `TaskData`;
+tokenization and batching happen later in `data/dataloader.py`. Torch-free, so the CLI checks
+are fast.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from data.data_params import DataParams
 from data.syntheticdata import SYNTHETIC_TASKS, generate_splits
 from train.errors import UserError
+
+if TYPE_CHECKING:  # not at run time: data_params imports the task files, which import this
+    from data.data_params import DataParams
 
 
 @dataclass
@@ -27,7 +32,7 @@ class TaskData:
     collate: Callable[[list], dict] | None = None  # samples → batch dict (with a `mask`)
 
 
-TextSource = Callable[[DataParams, int], TaskData]
+TextSource = Callable[["DataParams", int], TaskData]
 TEXT_SOURCES: dict[str, TextSource] = {}
 
 
@@ -42,15 +47,11 @@ def text_source(name: str) -> Callable[[TextSource], TextSource]:
 
 
 def _load_sources() -> None:
-    # Modules that register sources; imported lazily so this file stays light.
-    import importlib
+    """Every task file, and the named corpora (data/text_sources.py), registered."""
+    from data.task_registry import load_task_modules
 
-    for mod in ("data.text_sources", "data.tasks_tart"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+    load_task_modules()
+    import data.text_sources  # noqa: F401
 
 
 def known_tasks() -> list[str]:
@@ -60,10 +61,8 @@ def known_tasks() -> list[str]:
 
 def check_task(task: str) -> None:
     """Raise a UserError naming the known tasks if `task` can't be resolved."""
-    if task in SYNTHETIC_TASKS:
-        return
     _load_sources()
-    if task in TEXT_SOURCES or _custom_task_exists(task):
+    if task in SYNTHETIC_TASKS or task in TEXT_SOURCES or _custom_task_exists(task):
         return
     import difflib
 
@@ -71,7 +70,7 @@ def check_task(task: str) -> None:
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UserError(
         f"unknown task {task!r}{hint}; registered tasks: {', '.join(known_tasks())}; "
-        "or put {task}/data.txt under the folder named in data-path.txt"
+        f"or put {task}/data.txt under the folder named in data-path.txt"
     )
 
 
@@ -83,7 +82,7 @@ def _custom_task_exists(task: str) -> bool:
     return custom_task_dir(task) is not None
 
 
-def get_task_data(dp: DataParams, seed: int) -> TaskData:
+def get_task_data(dp: "DataParams", seed: int) -> TaskData:
     check_task(dp.task)
     if dp.task in SYNTHETIC_TASKS:
         task = SYNTHETIC_TASKS[dp.task]
