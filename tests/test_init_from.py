@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, Workspace
-from tests.explorer_helpers import one_thread  # noqa: F401  (autouse fixture: reproducible CPU results)
+from tests.conftest import Workspace, tiny_config
 from tests.tiny_gpt2 import TEXTS, make_tiny_gpt2
 from train.errors import UserError
 
-BASE = TINY.replace("n_layers=1", "n_layers=2")
+pytestmark = pytest.mark.usefixtures("one_thread")  # reproducible CPU results (the resume test compares bitwise)
+BASE = tiny_config(n_layers=2)
 
 
 def ft_text(train_lines: str, data_lines: str = "", text: str = BASE, task: str = "reverse") -> str:
