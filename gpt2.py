@@ -96,10 +96,10 @@ def state_dict_from_hf(hf_sd: dict[str, Any], n_layers: int) -> dict[str, Any]:
             ours + "self_attn.out_proj.bias": hf_sd[h + "attn.c_proj.bias"],
             ours + "norm2.weight": hf_sd[h + "ln_2.weight"],
             ours + "norm2.bias": hf_sd[h + "ln_2.bias"],
-            ours + "linear1.weight": t(h + "mlp.c_fc.weight"),
-            ours + "linear1.bias": hf_sd[h + "mlp.c_fc.bias"],
-            ours + "linear2.weight": t(h + "mlp.c_proj.weight"),
-            ours + "linear2.bias": hf_sd[h + "mlp.c_proj.bias"],
+            ours + "mlp.linear1.weight": t(h + "mlp.c_fc.weight"),
+            ours + "mlp.linear1.bias": hf_sd[h + "mlp.c_fc.bias"],
+            ours + "mlp.linear2.weight": t(h + "mlp.c_proj.weight"),
+            ours + "mlp.linear2.bias": hf_sd[h + "mlp.c_proj.bias"],
         })
     return sd
 

@@ -74,8 +74,21 @@ ABLATIONS: dict[str, Callable[[RunConfig], RunConfig]] = {
 
 class _Parser(argparse.ArgumentParser):
     def format_help(self) -> str:
-        self.epilog = settings_help()  # every config key, from the dataclasses; built only when --help asks
+        # every config key and every registered component; built only when --help asks
+        self.epilog = settings_help() + "\n\n" + components_help()
         return super().format_help()
+
+
+def components_help() -> str:
+    """The registered model components (model/registry.py), as --help lists them; torch-free."""
+    from model.registry import KINDS, describe
+
+    fields = {"block": "layer_architecture", "attention": "attention", "mlp": "mlp", "norm": "norm", "pos_encoding": "pos_encoding"}
+    lines = ["model components (ModelParams; register your own with @block/@attention/@mlp/@norm/@pos_encoding under model/):"]
+    for kind in KINDS:
+        lines.append(f"  {fields[kind]}:")
+        lines += [f"    {name:<20} {doc}" for name, doc in describe(kind)]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

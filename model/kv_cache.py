@@ -41,6 +41,10 @@ class KVCache:
     def __init__(self) -> None:
         self.layers: dict[int, LayerKV] = {}
         self.length = 0  # tokens already processed (the position of the next token)
+        self.ids: Tensor | None = None  # (batch, tokens so far incl. the current call's): for edits that look at the whole input
+
+    def add_ids(self, x: Tensor) -> None:
+        self.ids = x if self.ids is None or x.dim() != 2 else torch.cat([self.ids, x], dim=1)
 
     def layer(self, i: int) -> LayerKV:
         return self.layers.setdefault(i, LayerKV())
@@ -52,3 +56,5 @@ class KVCache:
         """Keep batch rows `index` (in that order): beam search's parent beams."""
         for kv in self.layers.values():
             kv.reorder(index)
+        if self.ids is not None:
+            self.ids = self.ids.index_select(0, index)

@@ -21,6 +21,7 @@ from model.model_params import ModelParams
 from model.objectives import objective_for
 from model.positional import make_pos_encoding
 from model.sampling import beam_search, check_sampling_args, generate, is_batch_of_prefixes, prefix_ids
+from model.transformer.components import init_gpt2
 from model.transformer.transformer import Transformer
 
 
@@ -37,27 +38,16 @@ class LM(nn.Module):
         self.drop = nn.Dropout(mp.dropout)
         self.decoder = Transformer(mp)
         self.out = nn.Linear(mp.dim, self.n_tokens, bias=False)
-        self.apply(self._init_weights)
+        init_gpt2(self, mp.n_layers)  # components own their init (model/transformer/components.py)
         if mp.tie_embeddings:
             self.out.weight = self.embed.weight
         self.objective = objective_for(tokenizer)  # non-token tasks (model/objectives.py); None = next token
         if self.objective is not None:
             self.objective.build(self)  # its own read-in and head
 
-    def _init_weights(self, module: nn.Module) -> None:
-        """GPT-2 init, applied identically to both architectures (their parameter names match)."""
-        std = 0.02
-        resid_std = std / (2 * self.model_params.n_layers) ** 0.5
-        for name, p in module.named_parameters(recurse=False):
-            if name == "bias" or name.endswith("_bias"):
-                nn.init.zeros_(p)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(p)
-            elif p.dim() >= 2:
-                nn.init.normal_(p, 0.0, std)
-        for name, sub in module.named_children():
-            if name in ("out_proj", "linear2") and isinstance(sub, nn.Linear):
-                nn.init.normal_(sub.weight, 0.0, resid_std)
+    def attention_path(self) -> str:
+        """The line every run prints: which attention computation the blocks run (fused, explicit and why)."""
+        return "; ".join(self.decoder.attention_paths()) or "attention: none (no attention blocks)"
 
     @property
     def device(self) -> torch.device:
@@ -90,6 +80,8 @@ class LM(nn.Module):
         cond = past + x.shape[1] <= self.model_params.max_seq_len
         msg = f"sequence of {past + x.shape[1]} tokens is longer than the model's max_seq_len={self.model_params.max_seq_len}"
         assert cond, msg
+        if kv_cache is not None:  # x is only the new tokens; kv_cache.ids holds every token so far. An edit that
+            kv_cache.add_ids(x)   # depends on the input (the seed's `attn_requests = 10 in x`) must test kv_cache.ids then
         if hook is None and (get_embeddings or get_attns):
             hook = Hooks(cache_filter=lambda n: (get_attns and n.endswith(".attn.hook_pattern")) or (get_embeddings and n.endswith(".hook_resid_post")), detach=False)
         hook = hook if hook is not None else NO_HOOK

@@ -1,9 +1,11 @@
-"""Positional encodings, chosen by `ModelParams.pos_encoding`. Each maps (B, T) positions to (B, T, dim).
+"""Positional encodings, chosen by `ModelParams.pos_encoding` (registered with `@pos_encoding`).
 
-Added to the token embeddings: 'learned', 'sinusoidal', 'random' (sinusoidal vectors at
-random sorted positions, see `RandomPositionalEncoding`) and 'none'. 'rotary' adds nothing
-here: it rotates queries and keys inside the custom attention function (`apply_rotary`), so
-it needs `layer_architecture='custom-transformer'`.
+Each maps (B, T) positions to (B, T, dim), added to the token embeddings: 'learned',
+'sinusoidal', 'random' (sinusoidal vectors at random sorted positions, see
+`RandomPositionalEncoding`) and 'none'. An encoding may also act inside attention: its class
+method `qk_rotation(mp, head_dim)` returns a module that the attention component applies to
+queries and keys ('rotary' does, and adds nothing to the embeddings). Blocks whose attention
+is not ours (`torch-transformer`) refuse such encodings.
 """
 from __future__ import annotations
 
@@ -13,20 +15,23 @@ import torch
 from torch import nn
 
 from model.model_params import ModelParams
+from model.registry import _runtime, pos_encoding
 
-POS_ENCODINGS: dict[str, type[nn.Module]] = {}
+POS_ENCODINGS: dict[str, type[nn.Module]] = _runtime["pos_encoding"]  # the registry (model/registry.py)
 
 
-def pos_encoding(name: str):
-    def wrap(cls):
-        POS_ENCODINGS[name] = cls
-        return cls
+class PositionalEncoding(nn.Module):
+    """Base of the registered encodings: nothing acts inside attention unless `qk_rotation` says so."""
 
-    return wrap
+    @classmethod
+    def qk_rotation(cls, mp: ModelParams, head_dim: int) -> nn.Module | None:
+        return None
 
 
 @pos_encoding("learned")
-class LearnedPositionalEncoding(nn.Module):
+class LearnedPositionalEncoding(PositionalEncoding):
+    """A learned vector per position (GPT-2)."""
+
     def __init__(self, mp: ModelParams):
         super().__init__()
         self.embedding = nn.Embedding(mp.max_seq_len, mp.dim)
@@ -36,7 +41,9 @@ class LearnedPositionalEncoding(nn.Module):
 
 
 @pos_encoding("sinusoidal")
-class SinusoidalPositionalEncoding(nn.Module):
+class SinusoidalPositionalEncoding(PositionalEncoding):
+    """The original transformer's fixed sin/cos vectors."""
+
     def __init__(self, mp: ModelParams):
         super().__init__()
         pos = torch.arange(mp.max_seq_len).unsqueeze(1)
@@ -51,7 +58,9 @@ class SinusoidalPositionalEncoding(nn.Module):
 
 
 @pos_encoding("none")
-class NoPositionalEncoding(nn.Module):
+class NoPositionalEncoding(PositionalEncoding):
+    """No positional information (causal attention still orders tokens implicitly)."""
+
     def __init__(self, mp: ModelParams):
         super().__init__()
         self.dim = mp.dim
@@ -71,8 +80,8 @@ def sinusoid_table(n: int, dim: int) -> torch.Tensor:
 
 
 @pos_encoding("random")
-class RandomPositionalEncoding(nn.Module):
-    """Randomised positions (as in semantic blotching's RandPositionalEncoding).
+class RandomPositionalEncoding(PositionalEncoding):
+    """Sinusoidal vectors at random sorted positions < max_posencs (as in semantic blotching's RandPositionalEncoding).
 
     Each sequence draws max_seq_len sorted distinct positions from 0..max_posencs-1 and its
     token t gets the sinusoidal vector of the t-th one. The draw is fresh for every sequence in
@@ -109,17 +118,41 @@ class RandomPositionalEncoding(nn.Module):
 
 @pos_encoding("rotary")
 class RotaryPositionalEncoding(NoPositionalEncoding):
-    """Nothing is added to the embeddings; the attention function rotates q and k (`apply_rotary`)."""
+    """RoPE: rotates queries and keys by their positions inside attention; adds nothing to the embeddings."""
+
+    @classmethod
+    def qk_rotation(cls, mp: ModelParams, head_dim: int) -> nn.Module:
+        return Rotary(head_dim, mp.rotary_frac, mp.rotary_base, mp.max_seq_len)
 
 
-def rotary_cos_sin(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the RoPE angles pos * base^(-2i/head_dim): positions (...) → (..., head_dim/2)."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+def rotary_dims(head_dim: int, frac: float) -> int:
+    """How many of a head's dimensions rotate; refuses an odd count with one line."""
+    n = head_dim * frac
+    if n != int(n) or int(n) % 2 or n <= 0:
+        from train.errors import UserError
+
+        raise UserError(f"pos_encoding='rotary' needs an even head dimension times rotary_frac "
+                        f"(dim/n_heads = {head_dim}, rotary_frac={frac} gives {n:g} rotated dimensions)")
+    return int(n)
+
+
+def rotary_cos_sin(positions: torch.Tensor, rot_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the RoPE angles pos * base^(-2i/rot_dim): positions (...) → (..., rot_dim/2)."""
+    inv_freq = base ** (-torch.arange(0, rot_dim, 2, device=positions.device, dtype=torch.float32) / rot_dim)
     angles = positions.to(torch.float32)[..., None] * inv_freq
     return angles.cos(), angles.sin()
 
 
-def apply_rotary(t: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+def rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first 2·cos.shape[-1] dims of t in (even, odd) pairs; the rest pass unchanged."""
+    r = 2 * cos.shape[-1]
+    rot, rest = t[..., :r], t[..., r:]
+    even, odd = rot[..., 0::2], rot[..., 1::2]
+    out = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+    return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+
+
+def apply_rotary(t: torch.Tensor, positions: torch.Tensor | None = None, rot_dim: int | None = None, base: float = 10000.0) -> torch.Tensor:
     """Rotate (batch, heads, seq, head_dim) queries or keys by their positions, pairs of dims at a time.
 
     `positions` (batch, seq) are absolute positions (None: 0..seq-1). After rotating both q and
@@ -129,23 +162,31 @@ def apply_rotary(t: torch.Tensor, positions: torch.Tensor | None = None) -> torc
         positions = torch.arange(t.shape[-2], device=t.device)
     else:
         positions = positions[:, None, :]  # broadcast over heads
-    cos, sin = rotary_cos_sin(positions, t.shape[-1])
-    cos, sin = cos.to(t.dtype), sin.to(t.dtype)
-    even, odd = t[..., 0::2], t[..., 1::2]
-    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+    cos, sin = rotary_cos_sin(positions, rot_dim or t.shape[-1], base)
+    return rotate(t, cos.to(t.dtype), sin.to(t.dtype))
+
+
+class Rotary(nn.Module):
+    """The q/k rotation a rotary encoding hands to the attention component (a table, built once)."""
+
+    def __init__(self, head_dim: int, frac: float, base: float, max_seq_len: int):
+        super().__init__()
+        self.rot_dim = rotary_dims(head_dim, frac)
+        cos, sin = rotary_cos_sin(torch.arange(max_seq_len), self.rot_dim, base)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k: (batch, heads, seq, head_dim); positions (batch, seq) or None (0..seq-1)."""
+        if positions is None:
+            cos, sin = self.cos[: q.shape[-2]], self.sin[: q.shape[-2]]
+        else:
+            cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        return rotate(q, cos, sin), rotate(k, cos, sin)
 
 
 def make_pos_encoding(mp: ModelParams) -> nn.Module:
-    from train.errors import UserError
+    from model.registry import get
 
-    if mp.pos_encoding not in POS_ENCODINGS:
-        raise UserError(f"unknown pos_encoding {mp.pos_encoding!r}; use one of {', '.join(POS_ENCODINGS)}")
-    if mp.pos_encoding == "rotary":
-        if mp.layer_architecture != "custom-transformer":
-            raise UserError(
-                f"pos_encoding='rotary' rotates queries and keys inside our attention function; "
-                f"set layer_architecture='custom-transformer' (got {mp.layer_architecture!r})"
-            )
-        if (mp.dim // mp.n_heads) % 2:
-            raise UserError(f"pos_encoding='rotary' needs an even head dimension (dim/n_heads = {mp.dim // mp.n_heads})")
-    return POS_ENCODINGS[mp.pos_encoding](mp)
+    return get("pos_encoding", mp.pos_encoding)(mp)

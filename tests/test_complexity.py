@@ -22,8 +22,6 @@ KNOWN = {
     "data/custom_files.py:load_custom_task": (17, 25),
     "model/lm.py:LM.forward": (18, 29),
     "model/sampling.py:_beam_search": (16, 33),
-    # torch's own multi_head_attention_forward, kept whole so edits map onto the upstream function
-    "model/transformer/torch_f_multi_head_attention_forward.py:multi_head_attention_forward": (14, 61),
 }
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from data.tokenizer import CharTokenizer
 from model.lm import LM
 from model.model_params import ModelParams
+from tests.attention_edits import force_explicit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -135,13 +136,14 @@ def test_hooks_are_gone_after_an_exception():
         assert calls == ["blocks.1.hook_mlp_out"], "the failed call's hook never runs again"
 
 
-def test_pattern_hooks_reach_the_fused_path_and_filters():
-    fast, slow = make_lm(attn_fast_path=True), make_lm(attn_fast_path=False)
+def test_pattern_hooks_reach_the_fused_path_and_filters(monkeypatch):
+    fast = make_lm()
     uniform = lambda p, hook: torch.tril(torch.ones_like(p)) / torch.tril(torch.ones_like(p)).sum(-1, keepdim=True)  # noqa: E731
     with torch.no_grad():
         hooked = fast.run_with_hooks(X, fwd_hooks=[(lambda n: n.endswith("hook_pattern"), uniform)])
         assert (hooked - fast(X)).abs().max() > 1e-2, "a pattern hook runs even when the fused kernel is on"
-        assert torch.allclose(hooked, slow.run_with_hooks(X, fwd_hooks=[(lambda n: n.endswith("hook_pattern"), uniform)]), atol=1e-5)
+        force_explicit(monkeypatch)
+        assert torch.allclose(hooked, fast.run_with_hooks(X, fwd_hooks=[(lambda n: n.endswith("hook_pattern"), uniform)]), atol=1e-5)
     _, cache = fast.run_with_cache(X, names_filter=lambda n: "resid" in n)
     assert cache and all("resid" in n for n in cache)
 

@@ -7,6 +7,7 @@ import torch
 from data.tokenizer import CharTokenizer
 from model.lm import LM
 from model.model_params import ModelParams
+from tests.attention_edits import force_explicit
 
 TOK = CharTokenizer("abcdefgh>")
 
@@ -22,8 +23,10 @@ def pair(**kw):
 @pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_architectures_agree_on_equal_weights(mode, norm_first, fast_path):
-    a, b = pair(norm_first=norm_first, attn_fast_path=fast_path, activation="relu" if norm_first else "gelu")
+def test_architectures_agree_on_equal_weights(mode, norm_first, fast_path, monkeypatch):
+    if not fast_path:
+        force_explicit(monkeypatch)
+    a, b = pair(norm_first=norm_first, activation="relu" if norm_first else "gelu")
     getattr(a, mode)()
     getattr(b, mode)()
     x = torch.randint(0, TOK.n_tokens, (3, 20))
@@ -37,7 +40,7 @@ def test_edits_to_weights_change_logits():
     """Guards the equality test above against comparing a model with itself."""
     a, b = pair()
     with torch.no_grad():
-        b.decoder.layers[0].linear1.weight.add_(0.1 * torch.randn_like(b.decoder.layers[0].linear1.weight))
+        b.decoder.layers[0].mlp.linear1.weight.add_(0.1 * torch.randn_like(b.decoder.layers[0].mlp.linear1.weight))
     x = torch.randint(0, TOK.n_tokens, (2, 10))
     assert (a(x) - b(x)).abs().max() > 1e-3
 

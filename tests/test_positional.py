@@ -11,6 +11,7 @@ from data.tokenizer import CharTokenizer
 from model.lm import LM
 from model.model_params import ModelParams
 from model.positional import POS_ENCODINGS, RandomPositionalEncoding, apply_rotary
+from tests.attention_edits import force_explicit
 from train.errors import UserError
 from train.evaluate import evaluate
 
@@ -72,10 +73,10 @@ def test_rotary_scores_depend_only_on_relative_position():
     assert torch.allclose(q.norm(dim=-1), q1.norm(dim=-1).expand(1, 1, seq))  # a rotation keeps norms
 
 
-def test_rotary_reaches_both_attention_paths_and_changes_the_model():
+def test_rotary_reaches_both_attention_paths_and_changes_the_model(monkeypatch):
     torch.manual_seed(0)
-    fast = model("custom-transformer", "rotary", attn_fast_path=True).eval()
-    slow = model("custom-transformer", "rotary", attn_fast_path=False).eval()
+    fast = model("custom-transformer", "rotary").eval()
+    slow = model("custom-transformer", "rotary").eval()
     plain = model("custom-transformer", "none").eval()
     with torch.no_grad():  # sharpen attention so that where keys sit matters
         for layer in fast.decoder.layers:
@@ -84,8 +85,10 @@ def test_rotary_reaches_both_attention_paths_and_changes_the_model():
     plain.load_state_dict(fast.state_dict())
     x = torch.randint(0, TOK.n_tokens, (2, 15))
     with torch.no_grad():
+        fused = fast(x)
+        force_explicit(monkeypatch)  # every later call takes the explicit path
         out = slow(x, get_attns=True)
-        assert torch.allclose(fast(x), out["logits"], atol=1e-5)
+        assert torch.allclose(fused, slow(x), atol=1e-5) and torch.allclose(fused, out["logits"], atol=1e-5)
         assert (fast(x) - plain(x)).abs().max() > 1e-3  # the rotation is actually applied
         assert torch.all(out["attns"].triu(1) == 0)
         y = x.clone()

@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import difflib
 import itertools
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,9 @@ def _check_key(key: str, section: str | None, types: dict[str, dict[str, Any]], 
         owner = next((s for s in SECTIONS if key in types[s]), None)
         if owner:
             raise UserError(f"{where}: {key} belongs in section {owner}, not {section}; move the line under {owner}")
+        removed = getattr(sys.modules.get(SECTIONS[section].__module__), "REMOVED", {}).get(key)
+        if removed:
+            raise UserError(f"{where}: {removed}; delete the line")
         raise UserError(f"{where}: unknown key {key!r} in section {section}; {_closest_keys(key, section)}")
     if key in seen[section]:
         raise UserError(f"{where}: {key} is set twice in section {section}; keep one line (use a list to sweep)")
@@ -152,6 +156,8 @@ def value_problem(section: str, key: str, v: Any) -> str | None:
         return f"{key}={v!r} has type {type(v).__name__}; expected {type_name(tp)}"
     choices = field_choices(SECTIONS[section])[key]
     if choices and v not in choices:
+        if hasattr(choices, "explain"):  # a registry (model/registry.py): closest names, how to add one
+            return f"{key}={v!r}: {choices.explain(key, v)}"
         return f"{key}={v!r} is not one of {', '.join(map(repr, choices))}"
     # an int given for a float field is judged (and described) as a number
     as_float = isinstance(v, int) and not isinstance(v, bool) and value_matches(0.5, tp) and int not in (typing.get_args(tp) or (tp,))

@@ -153,6 +153,7 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     n_trainable = sum(p.numel() for p in lm.parameters() if p.requires_grad)  # fewer with freeze / LoRA
     check_free_space(state_dir, checkpoint_bytes(n_params))
     print(f"run: {namer.describe()} | {param_summary(lm)} | {len(dm.datasets['train'])} train sequences", flush=True)
+    print(lm.attention_path(), flush=True)
     if origin:
         origin.measure_before(module, dm.val_dataloader())
     if plan.world_size > 1 or plan.precision != "32-true" or plan.compile:

@@ -192,7 +192,10 @@ def verify_manifest(folder: Path) -> None:
 
 def _params_from(cls: type, d: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
+    removed = getattr(sys.modules.get(cls.__module__), "REMOVED", {})
+    for key in sorted(set(d) & set(removed)):
+        warnings.warn(f"saved {cls.__name__}: {removed[key]}; the saved value is ignored")
+    unknown = sorted(set(d) - names - set(removed))
     if unknown:
         warnings.warn(f"saved {cls.__name__} has keys this code no longer defines, ignored: {unknown}")
     return cls(**{k: v for k, v in d.items() if k in names})

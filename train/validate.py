@@ -124,6 +124,9 @@ def run_problem(data: Any, train: Any, model: Any, check_memory: bool = True) ->
     """
     if model.dim % model.n_heads:
         return f"ModelParams.n_heads={model.n_heads} must divide dim={model.dim}"
+    n_kv = getattr(model, "n_kv_heads", None)
+    if n_kv is not None and (n_kv < 1 or model.n_heads % n_kv):
+        return f"ModelParams.n_kv_heads={n_kv} must divide n_heads={model.n_heads} (each key/value head serves a group of query heads)"
     if model.max_seq_len < data.max_seq_len:
         return f"ModelParams.max_seq_len={model.max_seq_len} is shorter than DataParams.max_seq_len={data.max_seq_len}; raise the model's"
     if fine_tune_problem(train):
