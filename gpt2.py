@@ -10,8 +10,6 @@ The tokenizer is `data.hf_tokenizers.PretrainedTokenizer` (`<|endoftext|>` is BO
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 from train.errors import UserError
@@ -31,16 +29,9 @@ def get_gpt2(name_or_path: str = "gpt2", device: str | None = None, revision: st
 def load_hf_gpt2(name_or_path: str, revision: str | None = None) -> Any:
     from transformers import GPT2LMHeadModel
 
-    from data.hf_datasets import hub_offline, hub_reachable
+    from pretrained import load_hf
 
-    local = Path(name_or_path).expanduser().is_dir()
-    online = local or hub_reachable()
-    try:
-        with nullcontext() if online else hub_offline():
-            return GPT2LMHeadModel.from_pretrained(str(Path(name_or_path).expanduser()) if local else name_or_path, local_files_only=not online, revision=revision)
-    except (OSError, ValueError) as e:
-        where = "the local folder" if local else ("the Hugging Face hub" if online else "the local HF cache (the hub is unreachable)")
-        raise UserError(f"GPT-2 {name_or_path!r}: could not load it from {where} ({type(e).__name__}); pass a hub name or a save_pretrained folder") from None
+    return load_hf(GPT2LMHeadModel, name_or_path, revision, what="GPT-2")
 
 
 def model_params_from_hf(config: Any) -> Any:

@@ -15,12 +15,11 @@ TEXTS = [
 ]
 
 
-def make_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0) -> Path:
-    import torch
+def make_tiny_tokenizer(folder: Path) -> tuple[int, int]:
+    """A byte-level BPE (GPT-2 style, `<|endoftext|>` = BOS/EOS) saved into `folder` → (vocab size, its id)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast
 
-    folder = Path(folder)
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -30,9 +29,17 @@ def make_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int 
     backend.train_from_iterator(TEXTS * 20, trainer=trainer)
     eot = "<|endoftext|>"
     GPT2TokenizerFast(tokenizer_object=backend, bos_token=eot, eos_token=eot, unk_token=eot).save_pretrained(folder)
-    eot_id = backend.token_to_id(eot)
+    return backend.get_vocab_size(), backend.token_to_id(eot)
+
+
+def make_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = Path(folder)
+    vocab, eot_id = make_tiny_tokenizer(folder)
     config = GPT2Config(
-        vocab_size=backend.get_vocab_size(), n_positions=64, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        vocab_size=vocab, n_positions=64, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         bos_token_id=eot_id, eos_token_id=eot_id, initializer_range=0.2,
     )
     torch.manual_seed(seed)
