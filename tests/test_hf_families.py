@@ -12,7 +12,6 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from tests.explorer_helpers import one_thread  # noqa: F401  (autouse fixture)
 from tests.tiny_gpt2 import TEXTS
 from tests.tiny_hf import make_tiny_llama, make_tiny_neox
 
