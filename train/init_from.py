@@ -9,8 +9,8 @@
 
 The run trains on its own task with the source's tokenizer and the source's architecture. A
 config line that contradicts the source (a different `dim`, `n_layers`, `tokenizer`, ...) stops
-before training with one line naming the key; `FREE_MODEL_KEYS` may differ (dropout). The saved run holds `init_from.json`: the source as given and as resolved, the
-checkpoint, the sha256 of the weights it started from (`weights_sha256`, over the tensors, so
+before training with one line naming the key; `FREE_MODEL_KEYS` may differ (dropout). The
+saved run holds `init_from.json`: the source as given and as resolved, the checkpoint, the sha256 of the weights it started from (`weights_sha256`, over the tensors, so
 any file format hashes alike), the val loss of those weights on this task before training, and
 what was frozen or LoRA-adapted. A LoRA run saves only `adapter.safetensors`; loading it
 (`train.saving.load_lm`, hence `model_explorer`) rebuilds the source, checks its sha256 and
