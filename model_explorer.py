@@ -24,6 +24,21 @@ from typing import Any, Sequence
 
 from train.errors import UserError
 
+# Training dynamics (dynamics.py) and head scores (model/head_scores.py), importable from here;
+# loaded on first use so `import model_explorer` stays light.
+_REEXPORTS = {
+    **dict.fromkeys(("RunCheckpoints", "Table", "load_checkpoint", "over_checkpoints", "plot_over_checkpoints", "show_head_progress"), "dynamics"),
+    **dict.fromkeys(("best_head", "head_scores", "repeated_halves_loss", "repeated_random_tokens", "scores_from_patterns"), "model.head_scores"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REEXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_REEXPORTS[name]), name)
+    raise AttributeError(f"module 'model_explorer' has no attribute {name!r}")
+
 HERE = Path(__file__).resolve().parent
 TIMESTAMP_FORMAT = "%Y-%m-%d--%H-%M-%S"
 
@@ -102,19 +117,41 @@ def _run_path(timestamp_or_path: str | Path, save_dir: str | Path | None = None)
     return find_run(str(timestamp_or_path), save_dir)
 
 
-def get_model_by_path(path: str | Path, verify: bool = True) -> tuple[Any, Any, dict[str, list], dict[str, Any]]:
-    """→ lm, dataset, train_stats, params of the run saved in `path` (checked against its manifest)."""
+def get_model_by_path(path: str | Path, verify: bool = True, checkpoint: int | str | None = None) -> tuple[Any, Any, dict[str, list], dict[str, Any]]:
+    """→ lm, dataset, train_stats, params of the run saved in `path` (checked against its manifest).
+
+    `checkpoint`: the weights after that many training samples (see `checkpoint_ids`) or "final";
+    None = the final weights, as saved. Checkpoints over training: dynamics.py, docs/dynamics.md.
+    """
     from train.saving import load_run
 
     path = Path(path)
     if not (path / "params.json").is_file():
         raise UserError(f"{path} is not a saved run folder (no params.json)")
+    if checkpoint is not None:
+        from dynamics import load_checkpoint
+
+        return load_checkpoint(path, checkpoint, verify=verify)
     return load_run(path, verify=verify)
 
 
-def get_model_by_timestamp(timestamp: str, save_dir: str | Path | None = None, verify: bool = True) -> tuple[Any, Any, dict[str, list], dict[str, Any]]:
-    """→ lm, dataset, train_stats, params of the run whose folder is named `timestamp`."""
-    return get_model_by_path(find_run(timestamp, save_dir), verify=verify)
+def get_model_by_timestamp(timestamp: str, save_dir: str | Path | None = None, verify: bool = True, checkpoint: int | str | None = None) -> tuple[Any, Any, dict[str, list], dict[str, Any]]:
+    """→ lm, dataset, train_stats, params of the run whose folder is named `timestamp` (`checkpoint`: as in `get_model_by_path`)."""
+    return get_model_by_path(find_run(timestamp, save_dir), verify=verify, checkpoint=checkpoint)
+
+
+def checkpoint_ids(timestamp: str | Path, save_dir: str | Path | None = None) -> list[int]:
+    """Training samples seen at each checkpoint over training of a run, in order ([] if none were kept)."""
+    from train.snapshots import checkpoint_ids as ids
+
+    return ids(_run_path(timestamp, save_dir))
+
+
+def get_all_checkpoints_by_timestamp(timestamp: str | Path, save_dir: str | Path | None = None, verify: bool = True) -> Any:
+    """A run's checkpoints over training as ordered (n_samples, lm) pairs, each loaded when reached (`dynamics.RunCheckpoints`)."""
+    from dynamics import RunCheckpoints
+
+    return RunCheckpoints(_run_path(timestamp, save_dir), verify=verify)
 
 
 # --- checking a reload --------------------------------------------------------------------
@@ -222,8 +259,12 @@ def plot_metrics(
 def show_lm_attns(
     lm: Any, seq: Any, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
     folder_name: str | None = None, attentions_dir: str | Path | None = None, show: bool = True,
+    checkpoint: int | str | None = None,
 ) -> tuple[Any, Any]:
     """Draw the attention pattern of each chosen head on one sequence; return (out_embeds, attns).
+
+    Titles say how many training samples the weights had seen: `checkpoint`, else what a model
+    loaded with `get_model_by_timestamp(ts, checkpoint=N)` carries (`lm.n_samples_seen`).
 
     `seq`: a string, id list or 1-D tensor. `out_embeds`: logits (1 × seq × vocab); `attns`:
     (1 × layers × heads × seq × seq), all layers and heads (`layers`/`heads` only choose what is
@@ -247,6 +288,8 @@ def show_lm_attns(
     if bad:
         raise ValueError(f"show_lm_attns: no {', '.join(bad)} (the model has {n_layers} layers × {n_heads} heads)")
     labels = [lm.tokenizer.token_str(int(i)) for i in x[0]]
+    seen = checkpoint if checkpoint is not None else getattr(lm, "n_samples_seen", None)
+    after = "" if seen is None else (" (final weights)" if seen == "final" else f", after {seen:,} samples")
     folder = resolve_attentions_dir(attentions_dir) / folder_name if folder_name else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -260,7 +303,7 @@ def show_lm_attns(
             ax.set_yticks(range(n), labels=[repr(t)[1:-1] for t in labels], fontsize=8)
             ax.set_xlabel("attended to (key)")
             ax.set_ylabel("attending (query)")
-            ax.set_title(f"layer {l}, head {h}")
+            ax.set_title(f"layer {l}, head {h}{after}")
             fig.colorbar(im, ax=ax, fraction=0.046)
             fig.tight_layout()
             if folder is not None:

@@ -2,14 +2,16 @@
 
 Throughput does not depend on what the tokens say, so the training text is uniform random
 characters from an alphabet sized to give the wanted vocabulary (the char tokenizer adds PAD,
-BOS, EOS). It is packed like a real corpus: fixed windows of `max_seq_len` tokens, no padding,
-so every contender trains on exactly batch × seq_len tokens per step. Needs no network.
+BOS, EOS). It is packed like a real corpus: windows of `max_seq_len` tokens that share one token with
+the next (`data.dataloader.packed_stride`), no padding; each split is sized to a whole number of
+windows, so every contender trains on exactly batch × seq_len tokens per step. Needs no network.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from data.data_params import DataParams
+from data.dataloader import packed_stride
 from data.tasks import TEXT_SOURCES, TaskData, text_source
 
 N_SPECIALS = 3  # CharTokenizer: PAD, BOS, EOS
@@ -46,8 +48,10 @@ def register(vocab_size: int) -> str:
     @text_source(name)
     def _source(dp: DataParams, seed: int) -> TaskData:
         sizes = {"train": dp.n_train_samples, "val": dp.n_val_samples, "test": dp.n_test_samples}
+        # n windows of a stream of n·stride + 1 tokens (the text and its EOS);
         # train holds the whole alphabet, so the char tokenizer (built over all splits) has vocab_size tokens
-        splits = {s: [random_text(chars, n * dp.max_seq_len, seed + i, complete=s == "train")] for i, (s, n) in enumerate(sizes.items())}
+        stride = packed_stride(dp)
+        splits = {s: [random_text(chars, n * stride, seed + i, complete=s == "train")] for i, (s, n) in enumerate(sizes.items())}
         return TaskData(splits, pack=True, extras={"source": name})
 
     return name

@@ -39,8 +39,9 @@ def accelerator(s: BenchSettings) -> str:
 
 
 def run_config(s: BenchSettings, size: ModelSize, arch: str, task: str, n_train: int, n_val: int, max_steps: int,
-               data: dict[str, Any] | None = None, **train: Any):
-    """The RunConfig a user would write for this size (same keys as a configs/*.txt file)."""
+               data: dict[str, Any] | None = None, model: dict[str, Any] | None = None, **train: Any):
+    """The RunConfig a user would write for this size (same keys as a configs/*.txt file);
+    `data`/`model` override DataParams/ModelParams keys."""
     from data.data_params import DataParams
     from model.model_params import ModelParams
     from train.config import RunConfig
@@ -54,10 +55,12 @@ def run_config(s: BenchSettings, size: ModelSize, arch: str, task: str, n_train:
               weight_decay=0.1, beta2=0.99, grad_clip=1.0, n_print_samples=0, precision=s.precision,
               accelerator=accelerator(s), devices=1)
     tp.update(train)
-    model = ModelParams(layer_architecture=arch, dim=size.dim, n_layers=size.n_layers, n_heads=size.n_heads,
-                        max_seq_len=size.seq_len, dropout=0.0, activation="gelu", norm_first=True,
-                        pos_encoding="learned", tie_embeddings=True)
-    return RunConfig(config_name="bench", data=data_params, train=TrainParams(**tp), model=model, varying={"bench": arch})
+    model_params = ModelParams(layer_architecture=arch, dim=size.dim, n_layers=size.n_layers, n_heads=size.n_heads,
+                               max_seq_len=size.seq_len, dropout=0.0, activation="gelu", norm_first=True,
+                               pos_encoding="learned", tie_embeddings=True)
+    for k, v in (model or {}).items():
+        setattr(model_params, k, v)
+    return RunConfig(config_name="bench", data=data_params, train=TrainParams(**tp), model=model_params, varying={"bench": arch})
 
 
 def run_harness(rc: Any, callbacks: list, log_dir: Path | None = None) -> Any:

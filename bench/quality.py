@@ -5,7 +5,7 @@ block 64, batch 12, 2000 iterations, lr 1e-3 (warm-up 100, cosine to 1e-4 at 200
 AdamW betas (0.9, 0.99), weight decay 0.1, clipping 1.0. Both contenders train exactly that on
 `--task=shakespeare` (char tokenizer, our fixed 90/5/5 split):
 
-- harness: `run_one` as `main.py` runs it (windows of 65 chars: 64 inputs, 64 targets, shuffled);
+- harness: `run_one` as `main.py` runs it (packed windows of 65 chars, each sharing its first char with the previous one: 64 inputs, 64 targets, shuffled);
 - reference (d): the nanoGPT-style GPT on the same train token stream, random offsets like nanoGPT.
 
 Both are scored by one function on the same val windows (mean cross-entropy per predicted
@@ -28,14 +28,16 @@ from bench.settings import BenchSettings
 
 @torch.no_grad()
 def val_loss(forward: Callable[[torch.Tensor], torch.Tensor], windows: Any, device: torch.device, batch: int = 64) -> float:
-    """Mean next-token cross-entropy over `windows` (each seq_len + 1 tokens), one scorer for all."""
+    """Mean next-token cross-entropy over `windows` (seq_len + 1 tokens each; the last packed window
+    may be shorter), one scorer for all."""
     total, count = 0.0, 0
     for i in range(0, len(windows), batch):
-        rows = np.stack([np.asarray(windows[j]) for j in range(i, min(i + batch, len(windows)))]).astype(np.int64)
-        xy = torch.from_numpy(rows).to(device)
-        logits = forward(xy[:, :-1]).float()
-        total += float(F.cross_entropy(logits.flatten(0, 1), xy[:, 1:].flatten(), reduction="sum"))
-        count += xy[:, 1:].numel()
+        chunk = [np.asarray(windows[j]) for j in range(i, min(i + batch, len(windows)))]
+        for length in sorted({len(w) for w in chunk} - {0, 1}):  # equal lengths stack; a window of 1 predicts nothing
+            xy = torch.from_numpy(np.stack([w for w in chunk if len(w) == length]).astype(np.int64)).to(device)
+            logits = forward(xy[:, :-1]).float()
+            total += float(F.cross_entropy(logits.flatten(0, 1), xy[:, 1:].flatten(), reduction="sum"))
+            count += xy[:, 1:].numel()
     return total / count
 
 
@@ -63,10 +65,11 @@ class TrainClock:
 def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, train_step
     from data.dataloader import LMDataModule
-    from bench.throughput import autocast
+    from bench.throughput import autocast, default_layer
 
     size, iters = s.quality_size, s.quality_iters
-    rc = run_config(s, size, "torch-transformer", "shakespeare", n_train=0, n_val=0, max_steps=iters, warmup_steps=100,
+    layer = default_layer()
+    rc = run_config(s, size, layer, "shakespeare", n_train=0, n_val=0, max_steps=iters, warmup_steps=100,
                     n_print_samples=3, data={"token_cache": True})  # as a default run: samples printed, ids cached
     device = torch.device(s.device)
 
@@ -99,9 +102,10 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     if not (math.isfinite(harness_loss) and math.isfinite(ref_loss)):
         raise RuntimeError("quality bench: non-finite val loss")
     return {
+        "layer": layer,
         "setting": f"{size.describe(vocab=False)}, {iters} iterations, lr 1e-3 warm-up 100 cosine to 1e-4, dropout 0",
         "val_windows": len(val),
-        "val_tokens": len(val) * size.seq_len,
+        "val_tokens": sum(max(0, len(val[i]) - 1) for i in range(len(val))),
         "vocab_size": dm.tokenizer.n_tokens,
         "val_loss": {"harness": harness_loss, "reference": ref_loss},
         "harness_run_one_val_loss": result.val["loss:main"],

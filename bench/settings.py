@@ -45,7 +45,7 @@ class BenchSettings:
     n_windows: int = 5  # timed windows per contender per round
     rounds: int = 2  # contenders run a, b, c, d, a, b, c, d, ... so load drift hits all alike
     compile_contenders: bool = False  # also time torch.compile variants of (a), (c) and (d)
-    big_batch_factor: int = 4  # also time (a) and (c) at this many times the batch (0 = skip): is the overhead per step?
+    big_batch_factor: int = 4  # also time (a), (c), (d) at this many times the batch, interleaved (0 = skip): is the overhead per step?
     # quality: nanoGPT baby GPT, 2000 iterations
     quality_iters: int = 2000
     quality_size: ModelSize = BABY_GPT
@@ -76,7 +76,7 @@ def make_settings(quick: bool, device: str, precision: str, threads: int, sectio
     if quick:
         s = replace(s, size=TINY, warmup_steps=2, window_steps=3, n_windows=2, rounds=1, quality_iters=20,
                     quality_size=replace(TINY, seq_len=32), sample_tokens=16, sample_repeats=1, gpt2_size=(2, 2, 32),
-                    startup_repeats=1, compile_contenders=False, big_batch_factor=0)
+                    startup_repeats=1, compile_contenders=False, big_batch_factor=2)
         s = replace(s, sections=tuple(x for x in s.sections if x != "quality"))  # quality needs the corpus
     if sections is not None:
         s = replace(s, sections=sections)

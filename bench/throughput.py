@@ -1,14 +1,17 @@
-"""Training throughput (tokens/s) of four contenders at one size, batch, sequence length and dtype.
+"""Training throughput (tokens/s) of the contenders at one size, batch, sequence length and dtype.
 
-(a) harness, torch-transformer — `run_one` (Lightning + LMTrainer), timed by a callback;
-(b) harness, custom-transformer — the same, with the editable layer as shipped;
-(c) bare loop — the same `LM` module, data module and optimizer settings, no Lightning;
-(d) reference — nanoGPT-style GPT in plain PyTorch (bench/reference_gpt.py).
+(a) harness, default layer — `run_one` (Lightning + LMTrainer) with `ModelParams`' default
+    `layer_architecture`, timed by a callback: what a user gets without choosing;
+(b) harness, the other of torch's own layer / the editable custom layer — the same run;
+(c) bare loop — the same `LM` module (default layer), data module and optimizer settings, no Lightning;
+(d) reference — nanoGPT-style GPT in plain PyTorch (bench/reference_gpt.py);
+(l) harness, the Llama-style block — only when a block named `LLAMA_BLOCK` is registered.
 
 Each contender trains `warmup_steps` untimed steps, then `n_windows` windows of `window_steps`
 optimizer steps; a window's rate is batch × seq_len × window_steps / its wall time (CUDA is
 synchronised only at window edges). Contenders run interleaved for `rounds` rounds so that
-changing machine load hits them alike; the figure is the median over all windows.
+changing machine load hits them alike; the figure is the median over all windows. With
+`big_batch_factor`, (a), (c) and (d) run again at that many times the batch, interleaved the same way.
 """
 from __future__ import annotations
 
@@ -25,17 +28,50 @@ from bench import data as bench_data
 from bench.harness import run_config, run_harness
 from bench.settings import BenchSettings, ModelSize
 
-CONTENDERS = {
-    "a": "harness, torch-transformer (Lightning)",
-    "b": "harness, custom-transformer (Lightning)",
-    "c": "bare PyTorch loop, same LM module and data",
-    "d": "nanoGPT-style reference GPT, plain PyTorch",
-}
+TORCH_LAYER, CUSTOM_LAYER = "torch-transformer", "custom-transformer"
+# Issue 15's Llama-style block (RMSNorm, SwiGLU, rotary, no biases). HOOK: its rate is reported
+# beside the others as soon as a block of this name is registered (`layer_architecture` choices);
+# `LLAMA_MODEL` holds the ModelParams it trains with at the bench's size.
+LLAMA_BLOCK = "llama"
+LLAMA_MODEL = {"pos_encoding": "rotary"}
+SNAPSHOTS = {"snapshot_log_spaced": True, "snapshot_every_n_steps": 10}  # denser than most runs need: an upper bound on their cost
 COMPILED = {
-    "a+compile": "harness, torch-transformer, TrainParams compile=True",
+    "a+compile": "harness, default layer, TrainParams compile=True",
     "c+compile": "bare loop, torch.compile(lm.get_losses)",
     "d+compile": "reference GPT, torch.compile",
 }
+
+
+def default_layer() -> str:
+    """The layer a run gets when its config names none."""
+    from model.model_params import ModelParams
+
+    return ModelParams().layer_architecture
+
+
+def layer_choices() -> Any:
+    from model.model_params import ModelParams
+    from train.params_base import field_choices
+
+    return field_choices(ModelParams).get("layer_architecture") or ()
+
+
+def layers() -> dict[str, str]:
+    """(a) the default layer; (b) torch's own layer, or the custom layer while torch's is the default."""
+    a = default_layer()
+    return {"a": a, "b": TORCH_LAYER if a != TORCH_LAYER else CUSTOM_LAYER}
+
+
+def contender_names() -> dict[str, str]:
+    lay = layers()
+    return {
+        "a": f"harness, {lay['a']} = default layer (Lightning)",
+        "b": f"harness, {lay['b']} (Lightning)",
+        "c": f"bare PyTorch loop, same LM module ({lay['a']}) and data",
+        "d": "nanoGPT-style reference GPT, plain PyTorch",
+        "l": f"harness, Llama-style block `{LLAMA_BLOCK}` (Lightning)",
+        "a+snap": f"harness, {lay['a']}, checkpoints over training (log-spaced + every 10 steps)",
+    }
 
 
 def harness_can_compile() -> bool:
@@ -110,10 +146,10 @@ def _data_module(s: BenchSettings, rc: Any) -> Any:
 
 
 # --- contenders -----------------------------------------------------------------------------
-def harness(s: BenchSettings, arch: str, **train: Any) -> tuple[Windows, dict[str, Any]]:
+def harness(s: BenchSettings, arch: str, model: dict[str, Any] | None = None, **train: Any) -> tuple[Windows, dict[str, Any]]:
     w = Windows(s)
     task = bench_data.register(s.size.vocab_size)
-    rc = run_config(s, s.size, arch, task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps, **train)
+    rc = run_config(s, s.size, arch, task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps, model=model, **train)
     result = run_harness(rc, [window_callback(w)])
     n_params = sum(p.numel() for p in result.lm.parameters())
     return w, {"n_params": n_params, "n_params_mfu": n_params - _pos_params(result.lm)}
@@ -131,7 +167,7 @@ def bare_loop(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, d
 
     w = Windows(s)
     task = bench_data.register(s.size.vocab_size)
-    rc = run_config(s, s.size, "torch-transformer", task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
+    rc = run_config(s, s.size, default_layer(), task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
     L.seed_everything(0, verbose=False)
     dm = _data_module(s, rc)
     device = torch.device(s.device)
@@ -167,7 +203,7 @@ def reference(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, d
 
     w = Windows(s)
     task = bench_data.register(s.size.vocab_size)
-    rc = run_config(s, s.size, "torch-transformer", task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
+    rc = run_config(s, s.size, default_layer(), task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
     dm = _data_module(s, rc)  # the same token stream as the harness' windows
     device = torch.device(s.device)
     torch.manual_seed(0)
@@ -210,18 +246,9 @@ def flops_per_token(n_params: int, size: ModelSize) -> float:
     return 6 * n_params + 12 * size.n_layers * size.dim * size.seq_len
 
 
-def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
-    plan: dict[str, Callable[[], tuple[Windows, dict[str, Any]]]] = {
-        "a": lambda: harness(s, "torch-transformer"),
-        "b": lambda: harness(s, "custom-transformer"),
-        "c": lambda: bare_loop(s),
-        "d": lambda: reference(s),
-    }
-    if s.compile_contenders:
-        if harness_can_compile():
-            plan["a+compile"] = lambda: harness(s, "torch-transformer", compile=True)
-        plan["c+compile"] = lambda: bare_loop(s, compile_model=True)
-        plan["d+compile"] = lambda: reference(s, compile_model=True)
+def interleave(s: BenchSettings, plan: dict[str, Callable[[], tuple[Windows, dict[str, Any]]]], names: dict[str, str],
+               log: Callable[[str], None], label: str = "") -> dict[str, Any]:
+    """Run `plan`'s contenders in turn for `s.rounds` rounds; every window's rate, wall and CPU."""
     windows: dict[str, list[float]] = {k: [] for k in plan}
     cpu_windows: dict[str, list[float]] = {k: [] for k in plan}
     info: dict[str, dict[str, Any]] = {}
@@ -230,7 +257,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         for key, fn in plan.items():
             if key in errors:
                 continue
-            log(f"[throughput] round {r + 1}/{s.rounds}: ({key}) {CONTENDERS.get(key) or COMPILED[key]}")
+            log(f"[throughput] {label}round {r + 1}/{s.rounds}: ({key}) {names[key]}")
             try:
                 w, meta = fn()
             except Exception as e:  # a compile failure must not sink the other contenders
@@ -243,39 +270,52 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
                 gc.collect()
                 if s.device == "cuda":
                     torch.cuda.empty_cache()
-            rates = w.rates(s.tokens_per_step)
+            rates, cpu_rates = w.rates(s.tokens_per_step), w.cpu_rates(s.tokens_per_step)
             windows[key] += rates
-            cpu_windows[key] += w.cpu_rates(s.tokens_per_step)
+            cpu_windows[key] += cpu_rates
             info[key] = {**info.get(key, {}), **meta, "threads": torch.get_num_threads()}
-            log(f"[throughput] ({key}) {statistics.median(rates):,.0f} tokens/s, {statistics.median(w.cpu_rates(s.tokens_per_step)):,.0f} tokens/CPU-s "
+            log(f"[throughput] {label}({key}) {statistics.median(rates):,.0f} tokens/s, {statistics.median(cpu_rates):,.0f} tokens/CPU-s "
                 f"(windows: {', '.join(f'{x:,.0f}' for x in rates)})")
-    big: dict[str, Any] = {}
-    if s.big_batch_factor > 1:  # the same pair at a larger batch: a fixed cost per step shrinks relative to the step
-        sb = replace(s, size=replace(s.size, batch_size=s.size.batch_size * s.big_batch_factor))
-        for key, fn in (("a", lambda: harness(sb, "torch-transformer")), ("c", lambda: bare_loop(sb))):
-            log(f"[throughput] batch {sb.size.batch_size}: ({key}) {CONTENDERS[key]}")
-            w, _ = fn()
-            big[key] = statistics.median(w.rates(sb.tokens_per_step))
-            big[key + "_cpu"] = statistics.median(w.cpu_rates(sb.tokens_per_step))
-            log(f"[throughput] batch {sb.size.batch_size}: ({key}) {big[key]:,.0f} tokens/s")
-            gc.collect()
-        big["batch_size"], big["tokens_per_step"] = sb.size.batch_size, sb.tokens_per_step
-    tps = {k: statistics.median(v) for k, v in windows.items() if v}
-    cpu_tps = {k: statistics.median(v) for k, v in cpu_windows.items() if v}
-    out: dict[str, Any] = {
-        "tokens_per_s": tps,
-        "windows": windows,
-        "tokens_per_cpu_s": cpu_tps,
-        "cpu_windows": cpu_windows,
-        "info": info,
-        "errors": errors,
-        "names": {**CONTENDERS, **COMPILED},
+    return {
+        "tokens_per_s": {k: statistics.median(v) for k, v in windows.items() if v},
+        "tokens_per_cpu_s": {k: statistics.median(v) for k, v in cpu_windows.items() if v},
+        "windows": windows, "cpu_windows": cpu_windows, "info": info, "errors": errors,
+    }
+
+
+def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+    lay, names = layers(), contender_names()
+    plan: dict[str, Callable[[], tuple[Windows, dict[str, Any]]]] = {
+        "a": lambda: harness(s, lay["a"]),
+        "b": lambda: harness(s, lay["b"]),
+        "c": lambda: bare_loop(s),
+        "d": lambda: reference(s),
+        "a+snap": lambda: harness(s, lay["a"], **SNAPSHOTS),
+    }
+    if LLAMA_BLOCK in layer_choices():
+        plan["l"] = lambda: harness(s, LLAMA_BLOCK, model=LLAMA_MODEL)
+    if s.compile_contenders:
+        if harness_can_compile():
+            plan["a+compile"] = lambda: harness(s, lay["a"], compile=True)
+        plan["c+compile"] = lambda: bare_loop(s, compile_model=True)
+        plan["d+compile"] = lambda: reference(s, compile_model=True)
+    names = {**names, **COMPILED}
+    out = interleave(s, plan, names, log)
+    tps = out["tokens_per_s"]
+    out.update({
+        "names": {k: names[k] for k in plan},
+        "layers": lay,
         "tokens_per_step": s.tokens_per_step,
         "ms_per_step": {k: 1000 * s.tokens_per_step / v for k, v in tps.items()},
-        "big_batch": big,
-    }
+        "big_batch": {},
+    })
+    if s.big_batch_factor > 1:  # (a), (c), (d) again at a larger batch: a fixed cost per step shrinks relative to the step
+        sb = replace(s, size=replace(s.size, batch_size=s.size.batch_size * s.big_batch_factor))
+        big_plan = {"a": lambda: harness(sb, lay["a"]), "c": lambda: bare_loop(sb), "d": lambda: reference(sb)}
+        big = interleave(sb, big_plan, names, log, label=f"batch {sb.size.batch_size}: ")
+        out["big_batch"] = {**big, "batch_size": sb.size.batch_size, "tokens_per_step": sb.tokens_per_step}
     peak = peak_tflops(s)
     if peak:
         out["peak_tflops"] = peak
-        out["mfu"] = {k: tps[k] * flops_per_token(info[k]["n_params_mfu"], s.size) / (peak * 1e12) for k in tps}
+        out["mfu"] = {k: tps[k] * flops_per_token(out["info"][k]["n_params_mfu"], s.size) / (peak * 1e12) for k in tps}
     return out

@@ -21,7 +21,7 @@ class DataParams:
     max_len: int = param(12, "synthetic tasks: longest input sequence", min=1, max=10**6)
     alphabet: str = param("abcdefghij", "synthetic tasks: symbols the inputs are drawn from")
     max_seq_len: int = param(128, "longest training sequence in tokens (BOS/EOS included); longer text is cut into windows", min=2, max=2**24)
-    stride: int | None = param(None, "window stride for long text; None = max_seq_len (no overlap)", min=1, max=2**24)
+    stride: int | None = param(None, "window stride for long text; None = max_seq_len - 1 for packed text (windows share one token, so every token is predicted exactly once), max_seq_len for long documents", min=1, max=2**24)
     tokenizer: str = param("char", "'char', 'bpe' (trained on the train split), or a pretrained name/path such as 'gpt2'")
     bpe_vocab_size: int = param(2000, "vocabulary size when tokenizer='bpe'", min=1, max=10**7)
     data_seed: int | None = param(None, "seed for generating/splitting data; None = the run's --seed")

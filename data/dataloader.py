@@ -1,8 +1,10 @@
-"""LMDataModule: task text → tokenizer → token sequences → padded batches.
+"""LMDataModule: task text → tokenizer → token sequences → batches.
 
-Batches are dicts: `x_indices` (B × T long, padded) and `mask` (B × T bool, True on real
-tokens); tasks with an answer separator add `answer_mask` (True on answer tokens). The loss
-and every metric read the masks, so padding never counts.
+Batches are dicts: `x_indices` (B × T long) and, only when some sample was padded, `mask`
+(B × T bool, True on real tokens); tasks with an answer separator add `answer_mask` (True on
+answer tokens). A batch without `mask` has nothing to mask: every token is real (packed text
+windows, equal-length samples), so the loss is a plain mean and nothing is multiplied by ones.
+The loss and every metric read the masks when present, so padding never counts.
 """
 from __future__ import annotations
 
@@ -37,6 +39,13 @@ def mycollate(samples: Sequence[Sequence[int]] | Sequence[torch.Tensor], pad_id:
     return {"x_indices": x, "mask": mask}
 
 
+def collate_ids(samples: Sequence[Sequence[int]] | Sequence[torch.Tensor], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """`{"x_indices"}` stacked when every sample has the same length (nothing to mask), else `mycollate`."""
+    if samples and len({len(s) for s in samples}) == 1:
+        return {"x_indices": torch.as_tensor(np.stack([np.asarray(s) for s in samples]), dtype=torch.long)}
+    return mycollate(samples, pad_id)
+
+
 class SequenceDataset(Dataset):
     """One variable-length id sequence per item."""
 
@@ -51,11 +60,23 @@ class SequenceDataset(Dataset):
 
 
 class WindowDataset(Dataset):
-    """Fixed-length windows over one long token stream (no copy: views into a numpy array)."""
+    """Windows of `seq_len` tokens over one long token stream, one every `stride` tokens (views, no copy).
+
+    Windows start at 0, stride, 2·stride, ... while a token is left to predict; the last one is
+    cut at the end of the stream (shorter), so no token is dropped. With `stride = seq_len - 1`
+    (`packed_stride`) consecutive windows share one token, the last input of one being the first
+    of the next, so every token after the first is a target exactly once: the mean loss over the
+    windows is the loss of the whole stream.
+    """
 
     def __init__(self, stream: np.ndarray, seq_len: int, stride: int):
+        if stride < 1 or seq_len < 1:
+            raise ValueError(f"WindowDataset needs seq_len >= 1 and stride >= 1, got seq_len={seq_len}, stride={stride}")
         self.stream, self.seq_len, self.stride = stream, seq_len, stride
-        self.n = max(0, (len(stream) - seq_len) // stride + 1) if len(stream) >= seq_len else (1 if len(stream) else 0)
+        if len(stream) <= seq_len:  # short: kept whole (or nothing at all)
+            self.n = 1 if len(stream) else 0
+        else:  # starts 0, stride, ... below len - 1: the last window still has a token to predict
+            self.n = -(-(len(stream) - 1) // stride)
 
     def __len__(self) -> int:
         return self.n
@@ -64,6 +85,11 @@ class WindowDataset(Dataset):
         if not 0 <= i < self.n:
             raise IndexError(i)
         return self.stream[i * self.stride : i * self.stride + self.seq_len]
+
+
+def packed_stride(dp: DataParams) -> int:
+    """Window stride for packed text: `stride`, or max_seq_len - 1 (every token predicted once)."""
+    return dp.stride or max(1, dp.max_seq_len - 1)
 
 
 def windows(ids: list[int], seq_len: int, stride: int) -> list[list[int]]:
@@ -130,7 +156,7 @@ class LMDataModule(L.LightningDataModule):
         use_cache = dp.token_cache and dp.task not in SYNTHETIC_TASKS  # large corpora: ids cached on disk
         if self.task_data.pack:
             stream, _ = encode_cached(tok, texts, add_bos=False, add_eos=True, use_cache=use_cache)
-            return WindowDataset(stream, dp.max_seq_len, stride)
+            return WindowDataset(stream, dp.max_seq_len, packed_stride(dp))
         seqs = split_docs(*encode_cached(tok, texts, add_bos=True, add_eos=True, use_cache=use_cache))
         if dp.task in SYNTHETIC_TASKS:
             longest = max((len(s) for s in seqs), default=0)
@@ -146,11 +172,11 @@ class LMDataModule(L.LightningDataModule):
     def collate(self, samples: Sequence[Any]) -> dict[str, torch.Tensor]:
         if self.task_data.collate is not None:
             return self.task_data.collate(list(samples))
-        batch = mycollate(samples, pad_id=self.tokenizer.pad_id)
+        batch = collate_ids(samples, pad_id=self.tokenizer.pad_id)
         if self.answer_sep_id is not None:
             is_sep = batch["x_indices"] == self.answer_sep_id
             after_sep = (is_sep.cumsum(dim=1) - is_sep.long()) > 0  # strictly after the first sep
-            batch["answer_mask"] = after_sep & batch["mask"]
+            batch["answer_mask"] = after_sep & batch["mask"] if "mask" in batch else after_sep
             if not self.data_params.incl_intl_prob:  # train (and measure the loss) on the answer only
                 batch["loss_mask"] = batch["answer_mask"]
         return batch

@@ -8,6 +8,7 @@ Both are read from the activation cache (`run_with_cache`, hook names in docs/ho
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -23,6 +24,8 @@ from model.positional import make_pos_encoding
 from model.sampling import beam_search, check_sampling_args, generate, is_batch_of_prefixes, prefix_ids
 from model.transformer.components import init_gpt2
 from model.transformer.transformer import Transformer
+
+warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")  # dim_ff_factor=0: attention-only
 
 
 class LM(nn.Module):
@@ -138,30 +141,51 @@ class LM(nn.Module):
     # --- losses -------------------------------------------------------------------------
     def get_batch_xyz(
         self, batch: dict[str, Tensor], loss_requests: Callable[[Tensor], Tensor] | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Inputs x, targets y, logits z and the target mask (True where a real token is predicted)."""
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Inputs x, targets y, logits z and the target mask (True where a real token is predicted).
+
+        The mask is None when every target is real (a batch without `mask` or `loss_mask`: packed
+        text windows, equal-length samples), so the loss needs no masking.
+        """
         ids = batch["x_indices"].to(self.device)
-        mask = batch.get("loss_mask", batch["mask"]).to(self.device)  # loss_mask: e.g. the answer only
-        x, y, target_mask = ids[:, :-1], ids[:, 1:], mask[:, 1:]
+        mask = batch.get("loss_mask", batch.get("mask"))  # loss_mask: e.g. the answer only
+        x, y = ids[:, :-1], ids[:, 1:]
+        target_mask = None if mask is None else mask.to(self.device)[:, 1:]
         if None is not loss_requests:
             x = loss_requests(x)  # e.g. corrupt the input but not the target
         z = self(x)
         return x, y, z, target_mask
 
+    @staticmethod
+    def cross_entropy(z: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        """Next-token cross-entropy of logits z (batch, seq, vocab) against targets y (batch, seq)."""
+        out = F.cross_entropy(z.flatten(0, 1).float(), y.flatten(), reduction=reduction)
+        return out.view_as(y) if reduction == "none" else out
+
     def token_losses(self, batch: dict[str, Tensor], loss_requests: Callable | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-position cross-entropy (batch, seq-1), the target mask, and the logits."""
+        """Per-position cross-entropy (batch, seq-1) (0 where masked), the target mask (all True
+        when nothing is masked), and the logits."""
         _, y, z, target_mask = self.get_batch_xyz(batch, loss_requests)
-        losses = F.cross_entropy(z.flatten(0, 1).float(), y.flatten(), reduction="none").view_as(y)
+        losses = self.cross_entropy(z, y, "none")
+        if target_mask is None:
+            return losses, torch.ones_like(y, dtype=torch.bool), z
         return losses * target_mask, target_mask, z
 
     def get_losses(
         self, batch: dict[str, Tensor], train_params: Any = None, loss_requests: Callable | None = None
     ) -> tuple[dict[str, Tensor], int]:
-        """`({"main": mean token loss}, n_samples)`; the trainer minimises `main` and logs every entry."""
+        """`({"main": mean token loss}, n_samples)`; the trainer minimises `main` and logs every entry.
+
+        Without a target mask this is a plain mean cross-entropy (one fused call); with one, the
+        mean over the real targets only.
+        """
         if self.objective is not None:
             return self.objective.get_losses(self, batch)
-        losses, target_mask, _ = self.token_losses(batch, loss_requests)
-        main = losses.sum() / target_mask.sum().clamp(min=1)
+        _, y, z, target_mask = self.get_batch_xyz(batch, loss_requests)
+        if target_mask is None:
+            main = self.cross_entropy(z, y)
+        else:
+            main = (self.cross_entropy(z, y, "none") * target_mask).sum() / target_mask.sum().clamp(min=1)
         return {"main": main}, batch["x_indices"].shape[0]
 
     def eval_sums(self, batch: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
@@ -173,8 +197,11 @@ class LM(nn.Module):
         """
         if self.objective is not None:
             return self.objective.eval_sums(self, batch)
-        losses, target_mask, z = self.token_losses(batch)
-        out = {"loss:main": (losses.sum(), target_mask.sum())}
+        _, y, z, target_mask = self.get_batch_xyz(batch)
+        if target_mask is None:  # every target is real: one summed cross-entropy, exact count
+            out = {"loss:main": (self.cross_entropy(z, y, "sum"), torch.tensor(y.numel(), device=y.device))}
+        else:
+            out = {"loss:main": ((self.cross_entropy(z, y, "none") * target_mask).sum(), target_mask.sum())}
         if "answer_mask" in batch:
             answer = batch["answer_mask"].to(self.device)[:, 1:]
             right = (z.argmax(dim=-1) == batch["x_indices"].to(self.device)[:, 1:]) & answer

@@ -24,7 +24,7 @@ class ModelParams:
     n_layers: int = param(2, "number of transformer layers", min=1, max=4096)
     n_heads: int = param(4, "attention heads per layer; must divide dim", min=1, max=4096)
     n_kv_heads: int | None = param(None, "key/value heads (grouped-query attention); None = n_heads; must divide n_heads", min=1, max=4096)
-    dim_ff_factor: int = param(4, "feed-forward hidden width = dim_ff_factor * dim", min=1, max=1024)
+    dim_ff_factor: int = param(4, "feed-forward hidden width = dim_ff_factor * dim; 0 = no feed-forward block (attention-only: only its output bias remains)", min=0, max=1024)
     dropout: float = param(0.0, "dropout inside the layers and on the embeddings", min=0, lt=1)
     activation: str = param("gelu", "feed-forward activation: 'gelu', 'relu' or 'gelu_tanh' (GPT-2's tanh approximation)", choices=("gelu", "relu", "gelu_tanh"))
     norm_first: bool = param(True, "pre-norm blocks (GPT-2, Llama) if True, post-norm if False")

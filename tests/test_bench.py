@@ -20,22 +20,29 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
     payload = json.loads((out / "benchmarks.json").read_text())
     results = payload["results"]
 
-    tps = results["throughput"]["tokens_per_s"]
-    assert set(tps) == {"a", "b", "c", "d"}
-    info = results["throughput"]["info"]
+    from bench.throughput import LLAMA_BLOCK, default_layer, layer_choices
+
+    thr = results["throughput"]
+    tps = thr["tokens_per_s"]
+    assert set(tps) == {"a", "b", "c", "d", "a+snap"} | ({"l"} if LLAMA_BLOCK in layer_choices() else set())
+    info = thr["info"]
     assert len({info[k]["n_params"] for k in "abcd"}) == 1, info  # one model size for every contender
+    assert thr["layers"]["a"] == default_layer() and set(thr["layers"].values()) >= {"torch-transformer"} | {default_layer()}
+    big = thr["big_batch"]  # the default layer, the bare loop and the reference again at a larger batch, interleaved
+    assert big["batch_size"] == 2 * payload["settings"]["size"]["batch_size"] and set(big["tokens_per_cpu_s"]) == {"a", "c", "d"}
     samplers = results["sampling"]["tokens_per_s"]
     assert set(samplers) == {f"{n}@b{b}" for n in ("ours_kv", "ours_recompute", "hf_generate") for b in (1, 8)}
     assert results["sampling"]["same_tokens"] == {"b1": True, "b8": True}  # greedy: cache, recompute and HF agree
     startup = results["startup"]["seconds"]
     assert set(startup) == {"python_bare", "help", "dry_run"}
-    for value in [*tps.values(), *results["throughput"]["tokens_per_cpu_s"].values(), *samplers.values(), *startup.values()]:
+    for value in [*tps.values(), *thr["tokens_per_cpu_s"].values(), *big["tokens_per_s"].values(), *samplers.values(), *startup.values()]:
         assert math.isfinite(value) and value > 0
-    assert set(payload["ratios"]) >= {"a/c", "a/d", "b/a", "kv/recompute@b1", "ours/hf@b8"}
+    assert set(payload["ratios_cpu_time"]) >= {"a/c", "a/d", "custom/torch", "a/c@big", "a/d@big", "a+snap/a", "kv/recompute@b1", "ours/hf@b8"}
+    assert payload["ratios_cpu_time"]["a/d@big"] == big["tokens_per_cpu_s"]["a"] / big["tokens_per_cpu_s"]["d"]
     assert payload["machine"]["threads"] == 1
 
     md = (out / "benchmarks.md").read_text()
-    for heading in ("## Training throughput", "## Sampling speed", "## Start-up", "a/c", "python -m bench --quick"):
+    for heading in ("## Training throughput", "## Sampling speed", "## Start-up", "a/c", "a/d", "python -m bench --quick"):
         assert heading in md
     assert "bench summary" in res.stdout
     assert {p: p.stat().st_mtime_ns if p.exists() else None for p in docs} == before  # docs/ untouched
@@ -46,3 +53,20 @@ def test_bench_refuses_unknown_section(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "unknown section" in res.stderr and "throughput" in res.stderr
+
+
+def test_quality_scorer_takes_a_shorter_last_window():
+    """Packed val windows end with a shorter one; the scorer predicts each of its tokens once too."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from bench.quality import val_loss
+
+    torch.manual_seed(0)
+    table = torch.randn(6, 6)
+    windows = [np.arange(i, i + 5) % 6 for i in (0, 4, 8)] + [np.array([0, 1, 2])]
+    got = val_loss(lambda x: table[x], windows, torch.device("cpu"), batch=3)
+    ids = [torch.as_tensor(w) for w in windows]
+    want = torch.cat([F.cross_entropy(table[w[:-1]], w[1:], reduction="none") for w in ids]).mean()
+    assert abs(got - float(want)) < 1e-6

@@ -157,7 +157,8 @@ def test_shards_make_up_the_one_process_batches_also_after_a_resume():
 # Fixed-length samples: every rank's share of a global batch has the same number of target tokens, so
 # the mean of the ranks' mean losses (what DDP's averaged gradient minimises) is the global batch's mean.
 DDP_BASE = tiny_config(
-    n_test_samples=8, min_len=4, max_len=4, epochs=2, val_check_interval=4, accelerator='"cpu"', devices=1, strategy='"auto"'
+    n_test_samples=8, min_len=4, max_len=4, epochs=2, val_check_interval=4, accelerator='"cpu"', devices=1, strategy='"auto"',
+    snapshot_every_n_steps=4,
 )
 LOSS_TOL = 1e-5  # nats; measured ≤ 4e-7 here: float32 sums in another order (gloo all-reduce, 1 thread per rank)
 
@@ -202,6 +203,11 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(ws, tmp_
     assert abs(res1["val_loss"] - res2["val_loss"]) < LOSS_TOL
     params = json.loads((runs[0] / "params.json").read_text())
     assert params["train"]["devices"] == 2 and params["train"]["strategy"] == "ddp"
+    # checkpoints over training: rank 0 writes them once, named by both ranks' samples, as one process would
+    from train.snapshots import FOLDER, checkpoint_ids
+
+    assert checkpoint_ids(runs[0]) == checkpoint_ids(one) == [128, 256, 384, 512]
+    assert sorted(p.name for p in (runs[0] / FOLDER).iterdir()) == ["128.safetensors", "256.safetensors", "384.safetensors", "512.safetensors", "index.json"]
 
 
 # --- torch.compile ------------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def test_saved_run_holds_no_pickle(saved_run):
     from safetensors import safe_open
 
     load_run(saved_run)  # intact: loads
-    for p in saved_run.iterdir():
+    for p in (f for f in saved_run.rglob("*") if f.is_file()):  # checkpoints over training included
         if p.suffix == ".safetensors":
             with safe_open(str(p), framework="pt"):
                 pass

@@ -36,9 +36,10 @@ def test_explore_notebook_runs(tmp_path, monkeypatch):
 
     nbformat.write(nb, tmp_path / "explore-executed.ipynb")  # to look at when this fails
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "checkpoints (samples seen): [0, 32, 64," in text and "samples: " in text
     assert "stable load ok" in text and "greedy:" in text and "beam:" in text and "with layer 1 head 0 zeroed" in text
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert images >= 5, "metric plots and attention heatmaps are displayed"
+    assert images >= 7, "metric plots, attention heatmaps and the checkpoint plots are displayed"
     assert (tmp_path / "metrics" / "explore-losses.png").is_file()
     assert sorted(p.name for p in (tmp_path / "attentions" / "explore").iterdir()) == ["layer1_head0.png", "layer1_head1.png"]
     assert (tmp_path / "saved" / "explore-tiny" / "report.md").is_file()

@@ -20,10 +20,12 @@ from safetensors.torch import load_file
 from tests.conftest import REPO, Workspace, tiny_config, torch_threads
 from train import checkpointing
 from train.checkpointing import ResumableSampler, load_checkpoint_safely
+from train.snapshots import FOLDER
 
 def config(n_train: int = 256, epochs: int = 3, lr: str = "3e-3", every: int = 5, val: str = "7") -> str:
     return tiny_config(
-        n_train_samples=n_train, epochs=epochs, batch_size=16, lr=lr, checkpoint_every_n_steps=every, val_check_interval=val, dropout=0.1
+        n_train_samples=n_train, epochs=epochs, batch_size=16, lr=lr, checkpoint_every_n_steps=every, val_check_interval=val, dropout=0.1,
+        snapshot_log_spaced=True, snapshot_every_n_steps=9,  # checkpoints over training must resume exactly too
     )
 
 
@@ -37,6 +39,11 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"weights differ: {different}"
+    snaps_a, snaps_b = sorted((a / FOLDER).glob("*.safetensors")), sorted((b / FOLDER).glob("*.safetensors"))
+    assert [p.name for p in snaps_a] == [p.name for p in snaps_b] and snaps_a, "the same checkpoints over training"
+    for pa, pb in zip(snaps_a, snaps_b):
+        ta, tb = load_file(pa), load_file(pb)
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), f"checkpoint over training {pa.name} differs"
     sa, sb = stats_without_time(a), stats_without_time(b)
     assert sa.keys() == sb.keys()
     for k in sa:
@@ -248,3 +255,34 @@ def test_resume_errors_are_one_line(ws: Workspace, capsys):
         assert ws.main(*args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and fragment in err[0], err
+
+
+def test_packed_text_resume_is_exact(ws: Workspace, monkeypatch, one_thread):
+    """Packed windows (no mask, plain mean loss; one padded tail window): resuming mid-epoch from a step
+    checkpoint ends with the same weights and train_stats as the uninterrupted run."""
+    data = ws.root / "data"
+    (data / "verse").mkdir(parents=True)
+    (data / "verse" / "data.txt").write_text("".join(f"line {i} of the verse {'la ' * (i % 5)}\n" for i in range(80)))
+    monkeypatch.setenv("HARNESS_DATA_PATH", str(data))
+    text = config(epochs=2, every=5, val="1.0").replace('task="copy"', 'task="verse"\npack=True')
+    ws.write_config("pk", text)
+    snaps: list[Path] = []
+    save = checkpointing.SafeCheckpointIO.save_checkpoint
+
+    def snapshot(self, ckpt, path, storage_options=None):
+        save(self, ckpt, path, storage_options)
+        if ckpt["global_step"] == 5:
+            import shutil
+
+            dst = ws.root / "snap"
+            shutil.copytree(Path(path).parent.parent, dst)
+            snaps.append(dst)
+
+    monkeypatch.setattr(checkpointing.SafeCheckpointIO, "save_checkpoint", snapshot)
+    assert ws.main("--config=pk", "--save", "--no-wandb") == 0
+    monkeypatch.setattr(checkpointing.SafeCheckpointIO, "save_checkpoint", save)
+    (ref,) = ws.run_dirs()
+    stats = stats_without_time(ref)["stat/train_loss:main"]
+    assert len(snaps) == 1 and len(stats) > 10  # the snapshot is mid-epoch: 2 epochs of > 5 steps
+    assert ws.main(f"--resume={snaps[0]}", "--no-wandb") == 0
+    assert_same_run(snaps[0], ref)

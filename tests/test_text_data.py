@@ -327,8 +327,9 @@ def test_dataset_dict_becomes_token_windows_with_eos_between_docs():
     dp = DataParams(task="ptb", max_seq_len=32)
     dm = LMDataModule(dp, task_data=TaskData(splits, pack=True))
     tok = dm.tokenizer
-    stream = np.concatenate([dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))])
-    assert all(len(dm.datasets["train"][i]) == 32 for i in range(len(dm.datasets["train"])))
+    train = [dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))]
+    assert all(len(w) == 32 for w in train[:-1]) and 2 <= len(train[-1]) <= 32  # the last window ends with the stream
+    stream = np.concatenate([train[0]] + [w[1:] for w in train[1:]])  # consecutive windows share one token
     docs = tok.decode(stream.tolist(), skip_special=False).split("<eos>")
     assert docs[: len(docs) - 1] == splits["train"][: len(docs) - 1]
     assert len(dm.datasets["val"]) == 1  # shorter than one window: kept whole
@@ -449,7 +450,9 @@ def test_custom_task_builds_datamodule_padded_or_packed(data_dir):
     first = dm.sample_ids(0)
     assert first[0] == dm.tokenizer.bos_id and first[-1] == dm.tokenizer.eos_id
     packed = LMDataModule(DataParams(task="poems", max_seq_len=24, pack=True), batch_size=8)
-    assert all(len(packed.datasets["train"][i]) == 24 for i in range(len(packed.datasets["train"])))
+    lengths = [len(packed.datasets["train"][i]) for i in range(len(packed.datasets["train"]))]
+    assert set(lengths[:-1]) == {24} and lengths[-1] <= 24  # full windows; the last ends with the stream
+    assert "mask" not in next(iter(packed.val_dataloader(2)))  # packed windows: nothing padded, no mask
 
 
 @pytest.mark.parametrize("tokenizer", ["char", "bpe"])
@@ -508,3 +511,81 @@ def test_bpe_on_real_corpus_saved_reloaded_round_trips(real_corpus, tmp_path):
     chars = sum(map(len, splits["val"]))
     n_ids = sum(len(x) for x in back.encode_batch(splits["val"], add_bos=False))
     assert chars / n_ids > 2.0  # real merges, not bytes
+
+
+# --- packed windows: no padding, every token predicted once, losses as the padded computation ---
+def packed_datamodule(max_seq_len: int = 9, batch_size: int = 4):
+    """Three short packed splits of made-up text (val: 6 full windows of 9 plus a 5-token tail)."""
+    from data.dataloader import LMDataModule
+
+    def text(n: int, k: int) -> str:
+        return "".join("abcdefghijklm"[(i * k) % 13] for i in range(n))
+
+    splits = {"train": [text(60, 5), text(37, 3)], "val": [text(52, 7)], "test": [text(20, 2)]}
+    return LMDataModule(DataParams(task="packed-test", max_seq_len=max_seq_len), task_data=TaskData(splits, pack=True), batch_size=batch_size)
+
+
+def tiny_lm(tokenizer, arch: str = "custom-transformer"):
+    import torch
+
+    from model.lm import LM
+    from model.model_params import ModelParams
+
+    torch.manual_seed(0)
+    return LM(ModelParams(layer_architecture=arch, dim=16, n_layers=1, n_heads=2, max_seq_len=16), tokenizer)
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 10, 17, 18, 30, 100])
+def test_packed_windows_predict_every_token_exactly_once(n):
+    from data.dataloader import WindowDataset
+
+    ds = WindowDataset(np.arange(n), 9, 8)  # the packed default: stride = max_seq_len - 1
+    wins = [ds[i] for i in range(len(ds))]
+    assert all(len(w) == 9 for w in wins[:-1]) and 1 <= len(wins[-1]) <= 9
+    assert all((np.diff(w) == 1).all() for w in wins)  # contiguous stretches of the stream
+    targets = np.concatenate([w[1:] for w in wins]).tolist()
+    assert sorted(targets) == list(range(1, n))  # every token but the first is a target, once
+
+
+def test_packed_batches_carry_a_mask_only_where_something_is_padded():
+    dm = packed_datamodule()
+    batches = list(dm.val_dataloader())
+    assert [tuple(b["x_indices"].shape) for b in batches] == [(4, 9), (3, 9)]  # 7 windows, the last one 5 tokens
+    assert set(batches[0]) == {"x_indices"}  # nothing padded: no mask at all
+    assert batches[1]["mask"].sum(dim=1).tolist() == [9, 9, 5]  # the tail window is padded and masked
+    lengths = [len(dm.datasets["train"][i]) for i in range(len(dm.datasets["train"]))]
+    assert sum(n - 1 for n in lengths) == len(dm.datasets["train"].stream) - 1  # train: every token once too
+
+
+@pytest.mark.parametrize("arch", ["torch-transformer", "custom-transformer"])
+def test_packed_losses_equal_the_padded_masked_computation(arch):
+    """The unmasked fast path (plain mean cross-entropy) gives the loss, gradients and eval sums of the
+    masked computation on the same windows, and the val loss is the whole stream's mean loss."""
+    import torch
+    import torch.nn.functional as F
+
+    from data.dataloader import mycollate
+    from train.evaluate import evaluate
+
+    dm = packed_datamodule()
+    lm = tiny_lm(dm.tokenizer, arch)
+    ds = dm.datasets["val"]
+    full = next(iter(dm.val_dataloader()))
+    assert "mask" not in full
+    masked = mycollate([ds[i] for i in range(4)], pad_id=dm.tokenizer.pad_id)  # same windows, all-True mask
+    grads = []
+    for batch in (full, masked):
+        lm.zero_grad()
+        loss = lm.get_losses(batch)[0]["main"]
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in lm.parameters()]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))
+
+    fast = evaluate(lm, dm.val_dataloader())["loss:main"]
+    padded = evaluate(lm, [mycollate([ds[i] for i in range(j, min(j + 3, len(ds)))], dm.tokenizer.pad_id) for j in range(0, len(ds), 3)])["loss:main"]
+    with torch.no_grad():  # the stream's mean next-token loss, window by window
+        per_window = [F.cross_entropy(lm(torch.as_tensor(ds[i][None, :-1], dtype=torch.long))[0], torch.as_tensor(ds[i][1:], dtype=torch.long), reduction="sum")
+                      for i in range(len(ds))]
+    stream = float(sum(per_window)) / (len(ds.stream) - 1)
+    assert fast == pytest.approx(padded, abs=1e-6) and fast == pytest.approx(stream, abs=1e-6)

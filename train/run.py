@@ -82,15 +82,29 @@ def checkpoint_bytes(n_params: int) -> int:
     return n_params * 4 * (3 * 2 + 1) + (1 << 20)
 
 
-PROGRESS_BAR_REFRESH = 10  # batches between redraws: redrawing every batch cost ~1 ms/step (docs/benchmarks.md)
+PROGRESS_BAR_REFRESH = 10  # batches between progress-bar updates: updating every batch cost ~0.5-1 ms/step (docs/benchmarks.md)
 
 
 def progress_bar():
-    """Lightning's own default bar (Rich when installed, else tqdm), redrawn every few batches."""
+    """Lightning's own default bar (Rich when installed, else tqdm), updated every few batches."""
     from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
     from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
-    return RichProgressBar(refresh_rate=PROGRESS_BAR_REFRESH) if _RICH_AVAILABLE else TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH)
+    if not _RICH_AVAILABLE:
+        return TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH)  # tqdm counts refresh_rate in batches itself
+
+    class RichProgressBarEvery(RichProgressBar):
+        """Rich's bar updated (count and metrics) every PROGRESS_BAR_REFRESH batches and on an epoch's last.
+
+        Lightning's Rich bar reads and formats every metric on every batch whatever its refresh_rate
+        (which it uses as redraws per second).
+        """
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if (batch_idx + 1) % PROGRESS_BAR_REFRESH == 0 or batch_idx + 1 >= self.total_train_batches:
+                super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    return RichProgressBarEvery(refresh_rate=PROGRESS_BAR_REFRESH)
 
 
 def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | None = None, identity: str | None = None) -> RunResult:
@@ -117,6 +131,7 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     from train.locks import claim_folder
     from train.loggers import make_loggers
     from train.saving import check_free_space, check_writable, save_run
+    from train.snapshots import FOLDER as SNAPSHOTS, Snapshots, enabled as snapshots_enabled, summary as snapshot_summary
     from train.trainer import LMTrainer
 
     from train.distributed import env_rank_zero, final_model, plan_scaling, rank_seed_callback
@@ -203,6 +218,7 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
             write_state(state_dir, state, last_checkpoint_step=step)
 
     interrupt = InterruptFlag()
+    snapshots = [Snapshots(state_dir / SNAPSHOTS, rc.train)] if snapshots_enabled(rc.train) else []  # train/snapshots.py
     loggers = make_loggers(log_folder, opts.use_wandb, state["wandb_project"], state["wandb_run_name"], rc.as_dict(), wandb_id=state.get("wandb_id")) if rank0 else []
     trainer = L.Trainer(
         max_epochs=rc.train.epochs,
@@ -217,7 +233,7 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
         enable_model_summary=False,
         callbacks=[
             NonFiniteGuard(), ResumeState(dm.train_sampler), interrupt,
-            RunCheckpoint(ckpt_dir, rc.train.checkpoint_every_n_steps, interrupt, saved), rank_seed_callback(seed), progress_bar(),
+            RunCheckpoint(ckpt_dir, rc.train.checkpoint_every_n_steps, interrupt, saved), rank_seed_callback(seed), progress_bar(), *snapshots,
         ],
         plugins=[SafeCheckpointIO(module, allow_unverified=opts.allow_unverified)],
         **plan.trainer_kwargs(),
@@ -265,9 +281,11 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     _finish_loggers(loggers)
     if run_dir is not None and trainer.is_global_zero:
         results = {"val_loss": val["loss:main"], "val": val, "n_params": n_params, "n_trainable": n_trainable, "wall_time_s": wall, "timestamp": timestamp}
+        if snapshots and (kept := snapshot_summary(state_dir / SNAPSHOTS)):
+            results["checkpoints_over_training"] = kept
         params = {**rc.as_dict(), "seed": seed, "config_name": rc.config_name, "varying": rc.varying}
         extra = {RECORD: origin.record()} if origin else None
-        run_dir = save_run(run_dir, lm, params, train_stats, results, extra, replace_incomplete=True, adapter=origin and origin.adapter)
+        run_dir = save_run(run_dir, lm, params, train_stats, results, extra, replace_incomplete=True, carry=(SNAPSHOTS,), adapter=origin and origin.adapter)
         print(f"saved to {run_dir}", flush=True)
     else:
         shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -109,12 +109,15 @@ def save_run(
     results: dict[str, Any],
     extra: dict[str, Any] | None = None,
     replace_incomplete: bool = False,
+    carry: tuple[str, ...] = (),
     adapter: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete run folder atomically; returns its final path.
 
     `replace_incomplete`: `run_dir` may already hold the run's in-progress files (run state,
     checkpoints; no manifest) — they are swapped out for the finished run and deleted.
+    `carry`: folders of that in-progress run kept in the saved one (hard links, so nothing is
+    lost if saving fails), e.g. the checkpoints over training (train/snapshots.py).
     `adapter`: a LoRA run's adapter tensors, saved instead of the full weights.
     """
     from safetensors.torch import save_file, save_model
@@ -136,6 +139,9 @@ def save_run(
     write_json(tmp / "versions.json", library_versions())
     for name, obj in (extra or {}).items():
         write_json(tmp / name, obj)
+    for name in carry:
+        if (run_dir / name).is_dir():
+            shutil.copytree(run_dir / name, tmp / name, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".*"))
     write_manifest(tmp)
     if run_dir.exists():
         if not replace_incomplete or (run_dir / MANIFEST).exists():
@@ -149,6 +155,13 @@ def save_run(
         return run_dir
     os.rename(tmp, run_dir)
     return run_dir
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def finish_interrupted_save(run_dir: Path) -> bool:

@@ -23,6 +23,7 @@ from model.lm import LM
 from train import lightning_compat
 from train.distributed import global_mean, is_fsdp, plain_param_name, training_losses
 from train.evaluate import accumulate
+from train.guards import CheckedGradNorms
 from train.task_metrics import task_val_stats
 from train.train_params import TrainParams
 
@@ -93,7 +94,8 @@ class LMTrainer(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses, n_samples = self.train_losses(batch, self.train_params)
         self.n_samples += n_samples * self.trainer.world_size
-        self._tokens_since_log = self._tokens_since_log + batch["mask"].sum().cpu()
+        mask = batch.get("mask")  # absent when nothing is padded: every token is real
+        self._tokens_since_log = self._tokens_since_log + (mask.sum().cpu() if mask is not None else batch["x_indices"].numel())
         for name, value in global_mean(lightning_compat.attached_trainer(self), losses).items():  # several ranks: the global batch's loss
             self.log_stat(f"stat/train_loss:{name}", value, prog_bar=name == "main")
         # Here rather than in on_train_batch_end: checkpoints are written by callbacks at batch end,
@@ -202,6 +204,12 @@ class LMTrainer(L.LightningModule):
         if gradient_clip_val and is_fsdp(self.trainer):  # sharded gradients: FSDP computes the norm over all shards
             self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
             return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        total = CheckedGradNorms.take(self, params)  # the non-finite guard's norms of these gradients, if any
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            if total is not None:  # clip by them: no second norm pass
+                torch.nn.utils.clip_grads_with_norm_([p for p in params if p.grad is not None], gradient_clip_val, total)
+                return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 

@@ -122,6 +122,11 @@ def run_problem(data: Any, train: Any, model: Any, check_memory: bool = True) ->
 
     `check_memory=False` when the parameters only describe a saved model to load (no training).
     """
+    return shape_problem(data, train, model) or (memory_problem(data, train, model) if check_memory else None)
+
+
+def shape_problem(data: Any, train: Any, model: Any) -> str | None:
+    """Sizes and settings that contradict each other."""
     if model.dim % model.n_heads:
         return f"ModelParams.n_heads={model.n_heads} must divide dim={model.dim}"
     n_kv = getattr(model, "n_kv_heads", None)
@@ -133,11 +138,17 @@ def run_problem(data: Any, train: Any, model: Any, check_memory: bool = True) ->
         return fine_tune_problem(train)
     if data.min_len > data.max_len:
         return f"DataParams.min_len={data.min_len} is larger than max_len={data.max_len}"
+    snapshots = train.snapshot_every_n_steps or train.snapshot_every_n_samples or train.snapshot_log_spaced
+    if snapshots and train.strategy == "fsdp":
+        return "checkpoints over training (TrainParams.snapshot_*) are not supported with strategy='fsdp' yet (sharded weights); use ddp or turn them off"
     if not getattr(data, "alphabet", "x"):
         return 'DataParams.alphabet="" is empty; synthetic inputs are drawn from it: give some symbols, e.g. alphabet="abcd"'
+    return None
+
+
+def memory_problem(data: Any, train: Any, model: Any) -> str | None:
+    """The run's estimated training memory against a hard cap and this machine's memory."""
     need, n_params = estimate_train_bytes(data, train, model)
-    if not check_memory:
-        return None
     if need > MAX_TRAIN_BYTES:
         return (
             f"this run would need about {need / 2**30:,.0f} GiB to train ({n_params:,} parameters, batch_size={train.batch_size}, "

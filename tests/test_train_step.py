@@ -1,0 +1,57 @@
+"""The training step's own cost: one gradient-norm pass for the guard and clipping, a progress bar updated every few batches."""
+from __future__ import annotations
+
+import torch
+
+from tests.conftest import TINY, Workspace
+
+
+def test_per_step_costs_one_norm_pass_and_sparse_progress_bar_updates(ws: Workspace, monkeypatch):
+    """8 steps: 8 gradient-norm passes (guard and clipping share one), and the Rich bar updated only on
+    the epoch's last batch (PROGRESS_BAR_REFRESH = 10 batches), not on all 8."""
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    from train.run import PROGRESS_BAR_REFRESH
+
+    calls = {"norm": 0, "bar": 0}
+    real_norm, real_bar = torch._foreach_norm, RichProgressBar.on_train_batch_end
+
+    def counting_norm(*args, **kwargs):
+        calls["norm"] += 1
+        return real_norm(*args, **kwargs)
+
+    def counting_bar(self, *args, **kwargs):
+        calls["bar"] += 1
+        return real_bar(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_foreach_norm", counting_norm)
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", counting_bar)
+    ws.write_config("t", TINY)  # grad_clip=1.0 by default; 256 samples / batch 32 = 8 steps
+    assert ws.main("--config=t", "--no-wandb") == 0
+    assert calls["norm"] == 8  # one per step: torch's clip_grad_norm_ would add a second
+    if _RICH_AVAILABLE:
+        assert PROGRESS_BAR_REFRESH > 8 and calls["bar"] == 1
+
+
+def test_clipping_by_the_guards_norms_equals_torchs_clip_grad_norm():
+    from train.guards import CheckedGradNorms, grad_norms
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+    for p in params:
+        p.grad = torch.randn_like(p) * 10
+    ref_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for rp, p in zip(ref_params, params):
+        rp.grad = p.grad.clone()
+    torch.nn.utils.clip_grad_norm_(ref_params, 1.0)
+
+    holder = torch.nn.Module()
+    CheckedGradNorms.keep(holder, params, grad_norms([p.grad for p in params]))
+    total = CheckedGradNorms.take(holder, params)
+    torch.nn.utils.clip_grads_with_norm_(params, 1.0, total)
+    assert all(torch.allclose(p.grad, rp.grad, rtol=1e-6) for p, rp in zip(params, ref_params))
+    assert CheckedGradNorms.take(holder, params) is None  # handed out once
+    CheckedGradNorms.keep(holder, params, grad_norms([p.grad for p in params]))
+    params[0].grad = params[0].grad.clone()  # other gradients than the ones measured: not reused
+    assert CheckedGradNorms.take(holder, params) is None
