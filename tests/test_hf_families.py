@@ -95,3 +95,18 @@ def test_init_from_a_llama_folder_uses_its_weights(tmp_path):
     lm, src = pretrained.get_hf_model(str(folder)), load_source(str(folder))
     assert src.model_params == lm.model_params and src.model_params.tie_embeddings and src.kind == "hf"
     assert all(torch.equal(src.state_dict[k], v) for k, v in lm.state_dict().items())
+
+
+def test_head_scores_and_a_checkpoint_trajectory(pair, tmp_path):
+    """The dynamics tools' head scores run on each family; get_all_checkpoints walks local folders in order."""
+    import pretrained
+    from model.head_scores import head_scores
+
+    lm, _, family = pair
+    scores = head_scores(lm, seq_len=8, n_seqs=2)
+    assert set(scores) == {"previous_token", "duplicate_token", "induction"}
+    for s in scores.values():
+        assert s.shape == (lm.model_params.n_layers, lm.model_params.n_heads) and ((s >= 0) & (s <= 1)).all()
+    folders = [str(FAMILIES[family](tmp_path / f"s{seed}", seed=seed)) for seed in (1, 2)]
+    table = [(label, head_scores(m, seq_len=8, n_seqs=2)["induction"]) for label, m in pretrained.get_all_checkpoints(folders)]
+    assert [label for label, _ in table] == folders and not torch.equal(table[0][1], table[1][1])
