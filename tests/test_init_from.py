@@ -238,3 +238,23 @@ def test_lora_fine_tune_resumes_exactly(ws, source, monkeypatch, capsys):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert stats_without_time(ref) == stats_without_time(snaps[0])
     assert json.loads((snaps[0] / "init_from.json").read_text()) == json.loads((ref / "init_from.json").read_text())
+
+
+def test_init_from_a_checkpoint_over_training(ws):
+    """RUN@N starts from the weights the run kept after N samples (train/snapshots.py), not its final ones."""
+    from safetensors.torch import load_model
+
+    from train.init_from import load_source
+    from train.saving import load_lm
+    from train.snapshots import checkpoint_file, checkpoint_ids
+
+    ws.write_config("snap", tiny_config(snapshot_every_n_steps=4))
+    assert ws.main("--config=snap", "--no-wandb", "--save") == 0
+    (run,) = ws.run_dirs()
+    first = checkpoint_ids(run)[0]
+    src = load_source(f"{run}@{first}")
+    kept, final = load_lm(run)[0], load_lm(run)[0]
+    load_model(kept, str(checkpoint_file(run, first)), strict=True)
+    assert src.checkpoint == str(first)
+    assert all(torch.equal(src.state_dict[k], v) for k, v in kept.state_dict().items())
+    assert not all(torch.equal(src.state_dict[k], v) for k, v in final.state_dict().items())
