@@ -5,6 +5,7 @@
     lm = pretrained.get_pythia("70m", step=1000)               # EleutherAI/pythia-70m at revision step1000
     for label, lm in pretrained.get_all_checkpoints([folder_a, folder_b]):   # a training trajectory
         ...
+    table = pretrained.over_checkpoints([0, 1000, 143000], fn)   # dynamics.Table → plot_over_checkpoints
 
 `get_hf_model` reads the model's `config.json` and hands it to the loader registered for its
 `model_type` in `FAMILIES`. Each loader turns the HF config into our `ModelParams` (registered
@@ -259,3 +260,22 @@ def get_all_checkpoints(sources: Iterable[str | int], size: str = "70m", deduped
             yield f"step{s}", get_pythia(size, step=s, deduped=deduped)
         else:
             yield str(s), get_hf_model(str(s))
+
+
+PYTHIA_BATCH = 1024  # sequences per Pythia optimizer step: step N has seen N * 1024 sequences
+
+
+def over_checkpoints(sources: Iterable[str | int], fn: Callable[[Any], Any], size: str = "70m", name: str = "value") -> Any:
+    """`dynamics.over_checkpoints` for a pretrained trajectory: `fn(lm)` at each source → a `dynamics.Table`
+    that `plot_over_checkpoints` draws. Pythia steps give `step` and `n_samples` (step × 1024 sequences);
+    folders and hub names are numbered 0, 1, ... in the order given (their `checkpoint` column names them)."""
+    from dynamics import Table
+
+    table = Table()
+    for i, (label, lm) in enumerate(get_all_checkpoints(sources, size=size)):
+        step = int(label[4:]) if label.startswith("step") and label[4:].isdigit() else i
+        value = fn(lm)
+        row = {"checkpoint": label, "n_samples": step * PYTHIA_BATCH if label.startswith("step") else i, "step": step}
+        row.update(value if isinstance(value, dict) else {name: value})
+        table.append(row)
+    return table

@@ -110,3 +110,6 @@ def test_head_scores_and_a_checkpoint_trajectory(pair, tmp_path):
     folders = [str(FAMILIES[family](tmp_path / f"s{seed}", seed=seed)) for seed in (1, 2)]
     table = [(label, head_scores(m, seq_len=8, n_seqs=2)["induction"]) for label, m in pretrained.get_all_checkpoints(folders)]
     assert [label for label, _ in table] == folders and not torch.equal(table[0][1], table[1][1])
+    rows = pretrained.over_checkpoints(folders, lambda m: head_scores(m, seq_len=8, n_seqs=2)["induction"].max().item(), name="induction")
+    assert [r["checkpoint"] for r in rows] == folders and [r["n_samples"] for r in rows] == [0, 1]
+    assert [r["induction"] for r in rows] == [t.max().item() for _, t in table]
