@@ -6,9 +6,15 @@ Thin entry point: parse flags, expand configs into runs, name each run (`Namer`)
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python3 main.py` without the venv active: rerun under .venv/bin/python (train/venv_python.py)
+    from train.venv_python import ensure_venv_python
+
+    ensure_venv_python()
+
 import argparse
 import datetime
 import os
+import shlex
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -98,12 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default=None, help="config name in configs/ without .txt; also runs every NAME-*.txt (required unless --resume=RUN)")
-    p.add_argument("--configs-dir", default=str(CONFIGS_DIR), help="folder holding the config files (default: configs/ in this repo)")
+    p.add_argument("--configs-dir", default=os.environ.get("HARNESS_CONFIGS_DIR") or str(CONFIGS_DIR), help="folder holding the config files (default: $HARNESS_CONFIGS_DIR, else configs/ in this repo)")
     p.add_argument("--task", default=None, help="override DataParams.task for every run")
     p.add_argument("--wandb-proj-name", default=None, help="wandb project part of the name (default: the --config value)")
     p.add_argument("--save", action="store_true", help="save each trained model under --save-dir")
-    p.add_argument("--save-dir", default=str(HERE.parent / "saved-models"), help="where --save writes runs (default: ../saved-models)")
-    p.add_argument("--log-dir", default=str(HERE.parent / "logs"), help="where CSV and offline wandb logs go (default: ../logs)")
+    p.add_argument("--save-dir", default=os.environ.get("HARNESS_SAVE_DIR") or str(HERE.parent / "saved-models"), help="where --save writes runs (default: $HARNESS_SAVE_DIR, else ../saved-models)")
+    p.add_argument("--log-dir", default=os.environ.get("HARNESS_LOG_DIR") or str(HERE.parent / "logs"), help="where CSV and offline wandb logs go (default: $HARNESS_LOG_DIR, else ../logs)")
     p.add_argument("--ablate", action="store_true", help=f"also run the ablations defined in main.py's ABLATIONS ({', '.join(ABLATIONS) or 'none'})")
     p.add_argument("--no-wandb", action="store_true", help="turn off wandb logging (the local CSV log and train_stats remain)")
     p.add_argument("--gpu-id", default=None, help="GPU index (or comma-separated indices) to train on, e.g. --gpu-id=1")
@@ -166,6 +172,27 @@ def one_line(msg: object, limit: int = 800) -> str:
     return text if len(text) <= limit else f"{text[: limit // 2]} ... {text[-limit // 2 :]}"
 
 
+# Flags a single-run `--resume=RUN` takes from the run's saved state instead of the command line.
+RUN_STATE_FLAGS = ("config", "configs_dir", "task", "wandb_proj_name", "save", "ablate", "seed", "dry_run", "resume")
+
+
+def resume_command(args: argparse.Namespace, run: Path | None = None) -> str:
+    """The command that continues this work with every flag it was started with.
+
+    `run`: continue that one run (`--resume=RUN` plus the flags not stored with it); None: the whole
+    `--config` sweep (`--resume` plus all the original flags)."""
+    skip = RUN_STATE_FLAGS if run is not None else ("resume", "dry_run")
+    flags = []
+    for action in build_parser()._actions:
+        dest, value = action.dest, getattr(args, action.dest, None)
+        if dest == "help" or dest in skip or value is None or value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        flags.append(flag if value is True else f"{flag}={shlex.quote(str(value))}")
+    flags.append(f"--resume={shlex.quote(str(run))}" if run is not None else "--resume")
+    return " ".join(["python3", "main.py", *flags])
+
+
 def resume_one(args: argparse.Namespace) -> int:
     """`--resume=RUN`: continue one run from its state folder, with the config saved there."""
     given = [f for f, v in (("--config", args.config), ("--task", args.task), ("--ablate", args.ablate)) if v]
@@ -190,13 +217,21 @@ def resume_one(args: argparse.Namespace) -> int:
     opts = RunOptions(
         save=bool(point.state["save"]), save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb,
         seed=int(point.state["seed"]), gpu_ids=gpu_ids, allow_unverified=args.allow_unverified,
+        resume_command=lambda run: resume_command(args, run),
     )
     print(f"=== resuming {rc.config_name} task={rc.data.task} {rc.describe()} {where}", flush=True)
     try:
-        run_one(rc, opts, Namer(rc, args, point.state["timestamp"]), resume=point, identity=point.state.get("identity"))
+        result = run_one(rc, opts, Namer(rc, args, point.state["timestamp"]), resume=point, identity=point.state.get("identity"))
     except RunFailed as e:
         print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
         return 1
+    if result.run_dir is not None:  # the sweep's report now includes this run
+        from train.distributed import env_rank_zero
+        from train.report import write_config_report
+
+        save_dir = next((p.parent for p in Path(result.run_dir).parents if p.name == args.config), Path(args.save_dir))
+        if env_rank_zero():
+            write_config_report(save_dir, args.config)
     return 0
 
 
@@ -225,6 +260,7 @@ def run_all(args: argparse.Namespace) -> int:
 
     opts = RunOptions(
         save=args.save, save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb, seed=args.seed, gpu_ids=gpu_ids,
+        resume_command=lambda run: resume_command(args, run) + (f"  (or the whole sweep: {resume_command(args)})" if len(runs) > 1 else ""),
         allow_unverified=args.allow_unverified,
     )
     from train.resume import plan_sweep

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import itertools
 import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from train.errors import UserError
 
@@ -181,12 +182,14 @@ def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None
         if not math.isclose(now[k], v, rel_tol=rtol, abs_tol=1e-9):
             raise UnstableLoadError(f"{path}: val {k} was {v:.8g} when saved but is {now[k]:.8g} after reloading (diff {now[k] - v:.3g}); weights, data or code changed")
     batch = next(iter(dataset.val_dataloader(batch_size=n_samples)))
+    x = model_input(batch)
     with torch.no_grad():
-        a, b = lm(batch["x_indices"]), lm(batch["x_indices"])
+        a, b = lm(x), lm(x)
     if not torch.equal(a, b):
         raise UnstableLoadError(f"{path}: two forward passes on the same batch differ (max {float((a - b).abs().max()):.3g}); is something random in eval mode?")
     tok = lm.tokenizer
-    for i in range(min(n_samples, len(dataset.datasets["val"]))):
+    is_text = "x_indices" in batch  # vector tasks (tart) have no text to round-trip
+    for i in range(min(n_samples, len(dataset.datasets["val"])) if is_text else 0):
         text = tok.decode(dataset.sample_ids(i, "val"))
         again = tok.decode(tok.encode(text, add_bos=False))
         if again != text:
@@ -197,8 +200,17 @@ def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None
     report["tokenizer_round_trip"] = True
     if verbose:
         diffs = ", ".join(f"{k} {saved[k]:.6g} → {now[k]:.6g}" for k in saved)
-        print(f"stable load ok: {path}\n  val: {diffs}\n  forward passes identical; tokenizer round-trips")
+        tok_line = "tokenizer round-trips" if is_text else "input interface restores from JSON"
+        print(f"stable load ok: {path}\n  val: {diffs}\n  forward passes identical; {tok_line}")
     return report
+
+
+def model_input(batch: dict[str, Any]) -> Any:
+    """What the LM reads from a batch: token ids, or the vectors of a vector task (tart)."""
+    for key in ("x_indices", "x_vectors"):
+        if key in batch:
+            return batch[key]
+    raise UserError(f"a batch with keys {sorted(batch)} has no model input (x_indices or x_vectors)")
 
 
 # --- plots ----------------------------------------------------------------------------------
@@ -217,43 +229,100 @@ def _show_or_close(fig: Any, show: bool) -> None:
     plt.close(fig)
 
 
-def plot_metrics(
-    timestamp: str | Sequence[str], metric: str | Sequence[str], filename: str | None = None,
-    save_dir: str | Path | None = None, metrics_dir: str | Path | None = None, show: bool = True,
-) -> dict[str, tuple[list[int], list[float]]]:
-    """Plot `train_stats` metric(s) of run(s) against samples trained, on one figure.
+X_COLUMNS = {"step": 0, "n_samples": 1, "counter": 2}  # columns of a train_stats row (step, n_samples, counter, value)
+X_ALIASES = {"tokens": "n_tokens", "samples": "n_samples"}
+X_LABELS = {"step": "optimizer steps", "n_samples": "samples trained", "counter": "stats recorded", "n_tokens": "tokens trained"}
 
-    `timestamp` and `metric` may each be a list. With `filename`, saves
-    `{metrics dir}/{filename}.png`. Returns {label: (samples, values)} of what was drawn.
-    """
-    import matplotlib.pyplot as plt
 
-    runs = [_run_path(t, save_dir) for t in _as_list(timestamp)]
-    metrics = _as_list(metric)
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def _x_values(stats: dict[str, list], rows: list, x: str, run: str) -> list[float]:
+    """x of each row: a row column, or the stat `x` at the row's step (linear between its records)."""
+    if x in X_COLUMNS:
+        return [float(r[X_COLUMNS[x]]) for r in rows]
+    import numpy as np
+
+    if x not in stats:
+        raise UserError(f"run {run} has no stat {x!r} to use as the x-axis; use step, n_samples, tokens or one of: {', '.join(sorted(stats))}")
+    ref = sorted(stats[x], key=lambda r: r[2])
+    return [float(v) for v in np.interp([r[0] for r in rows], [r[0] for r in ref], [float(r[3]) for r in ref])]
+
+
+def _draw(ax: Any, runs: list[Path], metrics: list[str], x: str, many_runs: bool, colours: Iterator[str], style: str = "-") -> dict[str, tuple[list[float], list[float]]]:
+    series: dict[str, tuple[list[float], list[float]]] = {}
     for path in runs:
         stats = json.loads((path / "train_stats.json").read_text())
         for m in metrics:
             if m not in stats:
                 raise UserError(f"run {path.name} has no metric {m!r}; available: {', '.join(sorted(stats))}")
             rows = sorted(stats[m], key=lambda r: r[2])
-            xs, ys = [int(r[1]) for r in rows], [float(r[3]) for r in rows]
-            label = m if len(runs) == 1 else (f"{path.name}" if len(metrics) == 1 else f"{path.name}: {m}")
+            xs, ys = _x_values(stats, rows, x, path.name), [float(r[3]) for r in rows]
+            label = m if not many_runs else (f"{path.name}" if len(metrics) == 1 else f"{path.name}: {m}")
             series[label] = (xs, ys)
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=label)
-    ax.set_xlabel("samples trained")
-    ax.set_ylabel(metrics[0] if len(metrics) == 1 else "value")
+            ax.plot(xs, ys, style, color=next(colours), marker="o" if len(xs) < 30 else None, markersize=3, label=label)
+    return series
+
+
+def plot_metrics(
+    timestamp: str | Sequence[str], metric: str | Sequence[str], filename: str | None = None,
+    save_dir: str | Path | None = None, metrics_dir: str | Path | None = None, show: bool = True,
+    x: str = "n_samples", logx: bool = False, logy: bool = False, metric2: str | Sequence[str] | None = None,
+    logy2: bool = False, fmt: str = "png",
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Plot `train_stats` metric(s) of run(s) on one figure; returns {label: (xs, ys)} of what was drawn.
+
+    `timestamp` and `metric` may each be a list. `x`: `"n_samples"` (default, samples trained),
+    `"step"`, `"tokens"` or any stat (e.g. `"lr"`, `"time/elapsed_s"`), read at each point's
+    step. `logx`/`logy`: log axes. `metric2`: metric(s) on a second y-axis at the right (dashed,
+    labels `... (right)`), `logy2` its log scale. With `filename`, saves
+    `{metrics dir}/{filename}.{fmt}` (`fmt` "png" or "pdf"; a filename ending in .png/.pdf wins).
+    """
+    import matplotlib.pyplot as plt
+
+    x = X_ALIASES.get(x, x)
+    if filename and Path(filename).suffix.lower() in (".png", ".pdf"):
+        filename, fmt = str(Path(filename).with_suffix("")), Path(filename).suffix.lower()[1:]
+    if fmt not in ("png", "pdf"):
+        raise UserError(f"plot_metrics: fmt={fmt!r}; use 'png' or 'pdf'")
+    runs = [_run_path(t, save_dir) for t in _as_list(timestamp)]
+    metrics = _as_list(metric)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])  # one cycle for both y-axes
+    try:
+        series = _draw(ax, runs, metrics, x, len(runs) > 1, colours)
+        handles, labels = ax.get_legend_handles_labels()
+        ax.set_ylabel(metrics[0] if len(metrics) == 1 else "value")
+        if metric2 is not None:
+            metrics2 = _as_list(metric2)
+            ax2 = ax.twinx()
+            right = _draw(ax2, runs, metrics2, x, len(runs) > 1, colours, style="--")
+            series.update({f"{k} (right)": v for k, v in right.items()})
+            for line in ax2.get_lines():
+                line.set_label(f"{line.get_label()} (right)")
+            ax2.set_ylabel(metrics2[0] if len(metrics2) == 1 else "value (right)")
+            if logy2:
+                ax2.set_yscale("log")
+            h2, l2 = ax2.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+    except BaseException:
+        plt.close(fig)
+        raise
+    ax.set_xlabel(X_LABELS.get(x, x))
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
     ax.set_title(runs[0].name if len(runs) == 1 else f"{len(runs)} runs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(handles, labels, fontsize=8)
     fig.tight_layout()
     if filename:
-        out = resolve_metrics_dir(metrics_dir) / f"{filename}.png"
+        out = resolve_metrics_dir(metrics_dir) / f"{filename}.{fmt}"
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out)
     _show_or_close(fig, show)
     return series
+
+
+plot_metric = plot_metrics  # the seed README's name for it
 
 
 def show_lm_attns(
@@ -287,7 +356,7 @@ def show_lm_attns(
     bad = [f"layer {l}" for l in layers if not 0 <= l < n_layers] + [f"head {h}" for h in heads if not 0 <= h < n_heads]
     if bad:
         raise ValueError(f"show_lm_attns: no {', '.join(bad)} (the model has {n_layers} layers × {n_heads} heads)")
-    labels = [lm.tokenizer.token_str(int(i)) for i in x[0]]
+    labels = [lm.tokenizer.token_str(int(i)) for i in x[0]] if x.dim() == 2 else [f"{i}" for i in range(x.shape[1])]  # vectors: positions
     seen = checkpoint if checkpoint is not None else getattr(lm, "n_samples_seen", None)
     after = "" if seen is None else (" (final weights)" if seen == "final" else f", after {seen:,} samples")
     folder = resolve_attentions_dir(attentions_dir) / folder_name if folder_name else None

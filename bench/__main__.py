@@ -18,6 +18,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if __name__ == "__main__":  # `python3 -m bench` without the venv active: rerun under .venv/bin/python
+    from train.venv_python import ensure_venv_python
+
+    ensure_venv_python()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ GOALS = {  # name: (description, threshold; 0 = no goal, for reading the others)
 }
 THROUGHPUT_RATIOS = ("a/c", "a/d", "custom/torch", "b/d", "l/a", "a+snap/a")
 STARTUP_GOAL_S = 2.0
+HEALTH_GOAL = 0.98  # tokens/s with the training-health stats on / off
 MFU_GOAL = 0.45
 
 
@@ -211,6 +212,21 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
             L += [f"| `{st['commands'][k]}` | {sec:.2f} s | {goal} | {met} |"]
         L += [""]
 
+    hl = results.get("health")
+    if hl:
+        L += ["## Cost of the training-health stats", ""]
+        L += ["Contender (a) trained with `log_health=True` and `False`, interleaved (bench/health.py): gradient and weight "
+              "norms on every logged step, update/weight ratios at validation.", ""]
+        L += ["| logging | tokens/s on | tokens/s off | on/off (wall) | on/off (CPU time) | goal | met |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for c, m in hl["tokens_per_s"].items():
+            ratio = hl["ratio_on_off"][c]
+            L += [f"| {c} | {_f(m['on'])} | {_f(m['off'])} | {ratio:.3f} | {hl['ratio_on_off_cpu'][c]:.3f} | ≥ {HEALTH_GOAL} | {_met(ratio >= HEALTH_GOAL)} |"]
+        mc = hl.get("micro_cpu_ms")
+        if mc:
+            L += ["", f"In isolation (process CPU time, no Lightning): the norms of one logged step take {mc['norms_ms']:.3f} ms against "
+                  f"{mc['step_ms']:.1f} ms for a training step of the same model and batch ({100 * mc['norms_ms'] / mc['step_ms']:.2f} %)."]
+        L += [""]
+
     for name, err in results.get("failed_sections", {}).items():
         L += [f"## {name}: failed", "", f"`{err}` — no figures from this section in this run.", ""]
     L += measured_notes(results)
@@ -283,6 +299,9 @@ def compact_table(results: dict[str, Any]) -> str:
     if smp:
         for k, v in smp["tokens_per_s"].items():
             lines.append(f"  sampling   {k:20s} {v:10,.0f} tokens/s")
+    hl = results.get("health")
+    if hl:
+        lines.append("  health     on/off " + ", ".join(f"{c} {v:.3f}" for c, v in hl["ratio_on_off"].items()))
     st = results.get("startup")
     if st:
         lines.append("  startup    " + ", ".join(f"{k} {v:.2f} s" for k, v in st["seconds"].items()))

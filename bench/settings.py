@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-SECTIONS = ("throughput", "quality", "sampling", "startup")
+SECTIONS = ("throughput", "quality", "sampling", "startup", "health")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def make_settings(quick: bool, device: str, precision: str, threads: int, sectio
     s = BenchSettings(device=device, precision=precision, threads=threads, quick=quick)
     if device == "cuda":
         s = replace(s, size=GPT2_SMALL, warmup_steps=10, window_steps=10, n_windows=5, rounds=1,
-                    sections=("throughput", "sampling", "startup"), compile_contenders=True, big_batch_factor=0)
+                    sections=("throughput", "sampling", "startup", "health"), compile_contenders=True, big_batch_factor=0)
     if quick:
         s = replace(s, size=TINY, warmup_steps=2, window_steps=3, n_windows=2, rounds=1, quality_iters=20,
                     quality_size=replace(TINY, seq_len=32), sample_tokens=16, sample_repeats=1, gpt2_size=(2, 2, 32),

@@ -233,6 +233,7 @@ class LM(nn.Module):
         KV cache (same result as recomputing the prefix every step, much faster).
         """
         check_sampling_args(temperature, nucleus, top_k)
+        self._refuse_without_tokens("sample")
         was_training = self.training
         self.eval()
         many = is_batch_of_prefixes(pref)
@@ -248,12 +249,20 @@ class LM(nn.Module):
             self.train(was_training)
         return res if many else res[0]
 
+    def _refuse_without_tokens(self, what: str) -> None:
+        if self.objective is not None:
+            raise ValueError(
+                f"{what}: this model reads vectors and predicts with the {self.objective.name!r} objective (model/objectives.py), not tokens; "
+                "measure it with train.evaluate.evaluate(lm, dataset.val_dataloader())"
+            )
+
     def perplexities(
         self, samples_or_dataloader: Any, per_token: bool = False, before_exp: bool = False, dummy_res: float = -1, batch_size: int = 32
     ) -> tuple[float, float, float, int, Tensor | list]:
         """→ mean, max, min, total_tokens, per_token_res (see model/perplexity.py)."""
         from model.perplexity import perplexities
 
+        self._refuse_without_tokens("perplexities")
         return perplexities(self, samples_or_dataloader, per_token, before_exp, dummy_res, batch_size)
 
 

@@ -25,6 +25,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if __name__ == "__main__":  # `python3 scripts/...` without the venv active: rerun under .venv/bin/python
+    sys.path.insert(0, str(REPO))
+    from train.venv_python import ensure_venv_python
+
+    ensure_venv_python()
+
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 

@@ -35,14 +35,17 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
     assert results["sampling"]["same_tokens"] == {"b1": True, "b8": True}  # greedy: cache, recompute and HF agree
     startup = results["startup"]["seconds"]
     assert set(startup) == {"python_bare", "help", "dry_run"}
-    for value in [*tps.values(), *thr["tokens_per_cpu_s"].values(), *big["tokens_per_s"].values(), *samplers.values(), *startup.values()]:
+    health = results["health"]["ratio_on_off"]
+    assert set(health) == {"every 50 steps", "every step"}  # training-health stats on vs off (bench/health.py)
+    assert all(v > 0 for v in results["health"]["micro_cpu_ms"].values())  # figures only; no timing assertion
+    for value in [*health.values(), *tps.values(), *thr["tokens_per_cpu_s"].values(), *big["tokens_per_s"].values(), *samplers.values(), *startup.values()]:
         assert math.isfinite(value) and value > 0
     assert set(payload["ratios_cpu_time"]) >= {"a/c", "a/d", "custom/torch", "a/c@big", "a/d@big", "a+snap/a", "kv/recompute@b1", "ours/hf@b8"}
     assert payload["ratios_cpu_time"]["a/d@big"] == big["tokens_per_cpu_s"]["a"] / big["tokens_per_cpu_s"]["d"]
     assert payload["machine"]["threads"] == 1
 
     md = (out / "benchmarks.md").read_text()
-    for heading in ("## Training throughput", "## Sampling speed", "## Start-up", "a/c", "a/d", "python -m bench --quick"):
+    for heading in ("## Training throughput", "## Sampling speed", "## Start-up", "## Cost of the training-health stats", "a/c", "a/d", "python -m bench --quick"):
         assert heading in md
     assert "bench summary" in res.stdout
     assert {p: p.stat().st_mtime_ns if p.exists() else None for p in docs} == before  # docs/ untouched

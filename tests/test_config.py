@@ -171,9 +171,11 @@ def test_wandb_username_in_main_sets_the_wandb_entity(ws, monkeypatch):
 def test_unknown_task_names_the_folder_it_would_read():
     from data.tasks import check_task
 
-    with pytest.raises(UserError, match=r"or put copyy/data\.txt under the folder named in data-path\.txt") as e:
+    from data.custom_files import data_path_file
+
+    with pytest.raises(UserError, match=r"or put copyy/data\.txt under your data folder, named in ") as e:
         check_task("copyy")
-    assert "did you mean copy" in str(e.value)
+    assert "did you mean copy" in str(e.value) and str(data_path_file()) in str(e.value)
 
 
 def test_help_lists_every_config_key_by_section_from_the_dataclasses():

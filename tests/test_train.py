@@ -102,7 +102,7 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
 
 
 def test_progress_bar_stays_on_but_redraws_every_few_batches():
-    from train.run import PROGRESS_BAR_REFRESH, progress_bar
+    from train.progress import PROGRESS_BAR_REFRESH, progress_bar
 
-    bar = progress_bar()
+    bar = progress_bar(tty=True)
     assert bar.is_enabled and bar.refresh_rate == PROGRESS_BAR_REFRESH > 1

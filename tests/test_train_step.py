@@ -12,7 +12,9 @@ def test_per_step_costs_one_norm_pass_and_sparse_progress_bar_updates(ws: Worksp
     from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
-    from train.run import PROGRESS_BAR_REFRESH
+    import sys
+
+    from train.progress import PROGRESS_BAR_REFRESH
 
     calls = {"norm": 0, "bar": 0}
     real_norm, real_bar = torch._foreach_norm, RichProgressBar.on_train_batch_end
@@ -27,7 +29,8 @@ def test_per_step_costs_one_norm_pass_and_sparse_progress_bar_updates(ws: Worksp
 
     monkeypatch.setattr(torch, "_foreach_norm", counting_norm)
     monkeypatch.setattr(RichProgressBar, "on_train_batch_end", counting_bar)
-    ws.write_config("t", TINY)  # grad_clip=1.0 by default; 256 samples / batch 32 = 8 steps
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # the terminal bar, not the plain lines
+    ws.write_config("t", TINY.replace("TrainParams\n", "TrainParams\nlog_health=False\n"))  # grad_clip=1.0 by default; 256 samples / batch 32 = 8 steps
     assert ws.main("--config=t", "--no-wandb") == 0
     assert calls["norm"] == 8  # one per step: torch's clip_grad_norm_ would add a second
     if _RICH_AVAILABLE:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.tiny_gpt2 import make_tiny_tokenizer
+from gpt2 import make_tiny_tokenizer
 
 
 def make_tiny_llama(folder: Path, seed: int = 0, tie: bool = False) -> Path:

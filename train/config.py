@@ -28,6 +28,8 @@ from train.train_params import TrainParams
 from train.validate import SECTIONS, field_problem, run_problem
 
 MAX_RUNS = 10_000
+# The seed README's names for keys the project spells differently: (section, seed name) -> our name.
+SEED_ALIASES: dict[tuple[str, str], str] = {("DataParams", "dataset_name"): "task"}
 
 
 @dataclass
@@ -104,6 +106,8 @@ def parse_config_file(path: Path) -> dict[str, dict[str, tuple[list[Any], bool]]
             section = _header(line, where)
             continue
         key, raw = (s.strip() for s in line.split("=", 1))
+        if section is not None:
+            key = _alias(key, section, where, out[section])
         section = _check_key(key, section, types, out, where)
         out[section][key] = _parse_values(section, key, raw, types[section][key], where)
     return out
@@ -147,6 +151,19 @@ def _parse_values(section: str, key: str, raw: str, tp: Any, where: str) -> tupl
         if problem:
             raise UserError(f"{where}: {problem}")
     return [coerce(v, tp) for v in values], is_sweep
+
+
+def _alias(key: str, section: str, where: str, seen: dict[str, Any]) -> str:
+    """Map a seed-README key (e.g. `dataset_name`) to ours; in the wrong section, name the right one."""
+    ours = SEED_ALIASES.get((section, key))
+    if ours is not None:
+        if ours in seen:
+            raise UserError(f"{where}: {key} is the seed's name for {ours}, which is already set in section {section}; keep one of the two lines")
+        return ours
+    home = next((s for (s, k) in SEED_ALIASES if k == key), None)
+    if home is not None:
+        raise UserError(f"{where}: {key} (our name: {SEED_ALIASES[(home, key)]}) belongs in section {home}, not {section}; move the line under {home}")
+    return key
 
 
 def value_problem(section: str, key: str, v: Any) -> str | None:

@@ -21,6 +21,7 @@ PRIVATE_MEMBERS = (
     ("lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint", "_save_checkpoint"),  # RunCheckpoint overrides it
     ("lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint", "_last_global_step_saved"),  # set in __init__
     ("lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint", "_last_checkpoint_saved"),  # set in __init__
+    ("lightning.pytorch.callbacks.progress.rich_progress.RichProgressBar", "_get_train_description"),  # HonestRichBar (train/progress.py) overrides it
 )
 
 

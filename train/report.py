@@ -3,7 +3,8 @@
 `python main.py --config=NAME ... --save` ends by writing, in `{save-dir}/NAME/`:
 
     report.md    one row per run: the parameters that differ between runs, final train loss
-                 (mean of the last 10 logged batches), final and best val loss, tokens/s,
+                 (mean of the last 10 logged batches), final and best val loss, the test loss
+                 of the final model, tokens/s,
                  parameter count, wall time, run folder; the best val loss in bold
     report.csv   the same table, full precision
     report.png   val loss against samples trained, one curve per run, coloured by the first
@@ -29,7 +30,7 @@ from train.integrity import read_json_dict, verify_files
 from train.saving import required_files
 
 REPORT_NAMES = ("report.md", "report.csv", "report.png")
-METRIC_COLUMNS = ("final_train_loss", "final_val_loss", "best_val_loss", "tokens_per_s", "n_params", "wall_time_s")
+METRIC_COLUMNS = ("final_train_loss", "final_val_loss", "best_val_loss", "test_loss", "tokens_per_s", "n_params", "wall_time_s")
 TRAIN_LOSS, VAL_LOSS, TOKENS_PER_S = "stat/train_loss:main", "stat/val_loss:main", "time/tokens_per_s"
 
 
@@ -127,6 +128,7 @@ def _row(run_dir: Path) -> RunRow:
         "final_train_loss": _mean(train[-10:]),
         "final_val_loss": final_val,
         "best_val_loss": min(vals) if vals else None,
+        "test_loss": results.get("test_loss"),  # runs saved before the test-set evaluation: empty
         "tokens_per_s": tokens_per_s,
         "n_params": results.get("n_params"),
         "wall_time_s": results.get("wall_time_s"),

@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from train.config import RunConfig
 from train.resume import CHECKPOINTS, FAILED, FORMAT, LAST, STATE, ResumePoint, RunFailed, RunInterrupted, now_iso, record_in_index, write_state
@@ -27,6 +27,7 @@ class RunOptions:
     use_wandb: bool = True
     seed: int = 0
     gpu_ids: list[int] | None = None
+    resume_command: Callable[[Path], str] | None = None  # main.py: the command line that continues a run, with every original flag
     allow_unverified: bool = False  # --allow-unverified: load a checkpoint whose .sha256 is missing or unreadable
 
     @property
@@ -57,6 +58,7 @@ def quiet_lightning() -> None:
         ".*Checkpoint directory.*exists and is not empty.*",
         ".*sync_dist=True.*",  # several processes: LMTrainer logs values it already reduced (train/distributed.py)
         ".*The dirpath has changed from.*",  # a moved run folder: RunCheckpoint keeps no state worth restoring
+        ".*ReduceLROnPlateau conditioned on metric.*",  # lr_schedule="plateau" before the first validation
     ):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -77,34 +79,15 @@ def _log_folder(state: dict[str, Any], state_dir: Path, opts: RunOptions) -> Pat
     return Path(opts.log_dir) / rel if isinstance(rel, str) else Path(state["log_folder"])
 
 
+def log_every_n_steps(hyperparams_log_freq: int, most: int = 50) -> int:
+    """Lightning's logging period: the largest divisor of `hyperparams_log_freq` up to `most`, so every
+    step that records lr/time/throughput is also a step the CSV and wandb loggers write."""
+    return max(d for d in range(1, min(most, hyperparams_log_freq) + 1) if hyperparams_log_freq % d == 0)
+
+
 def checkpoint_bytes(n_params: int) -> int:
     """Rough disk need: a checkpoint (weights + AdamW moments) twice while it is replaced, plus the saved weights."""
     return n_params * 4 * (3 * 2 + 1) + (1 << 20)
-
-
-PROGRESS_BAR_REFRESH = 10  # batches between progress-bar updates: updating every batch cost ~0.5-1 ms/step (docs/benchmarks.md)
-
-
-def progress_bar():
-    """Lightning's own default bar (Rich when installed, else tqdm), updated every few batches."""
-    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
-    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
-
-    if not _RICH_AVAILABLE:
-        return TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH)  # tqdm counts refresh_rate in batches itself
-
-    class RichProgressBarEvery(RichProgressBar):
-        """Rich's bar updated (count and metrics) every PROGRESS_BAR_REFRESH batches and on an epoch's last.
-
-        Lightning's Rich bar reads and formats every metric on every batch whatever its refresh_rate
-        (which it uses as redraws per second).
-        """
-
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            if (batch_idx + 1) % PROGRESS_BAR_REFRESH == 0 or batch_idx + 1 >= self.total_train_batches:
-                super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    return RichProgressBarEvery(refresh_rate=PROGRESS_BAR_REFRESH)
 
 
 def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | None = None, identity: str | None = None) -> RunResult:
@@ -127,7 +110,9 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     from train.evaluate import evaluate
     from train.freeze import param_summary
     from train.guards import NonFiniteError, NonFiniteGuard
+    from train.health import TrainingHealth
     from train.init_from import RECORD, build_lm, prepare
+    from train.schedules import early_stopping
     from train.locks import claim_folder
     from train.loggers import make_loggers
     from train.saving import check_free_space, check_writable, save_run
@@ -136,7 +121,12 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
 
     from train.distributed import env_rank_zero, final_model, plan_scaling, rank_seed_callback
 
+    from train.cpu_threads import apply_threads
+    from train.progress import progress_bar
+    from train.summary import print_summary
+
     quiet_lightning()
+    apply_threads(rc.train.threads)  # before any torch work; warns once when the machine is overloaded
     plan = plan_scaling(rc.train, opts.gpu_ids)  # impossible hardware settings fail here, before anything is built
     rank0 = env_rank_zero()  # several processes (docs/scaling.md): only rank 0 writes files, logs or wandb
     if resume is not None:
@@ -227,13 +217,14 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
         accumulate_grad_batches=rc.train.accumulate_grad_batches,
         val_check_interval=rc.train.val_check_interval,
         logger=loggers,
-        log_every_n_steps=max(1, min(50, rc.train.hyperparams_log_freq)),
+        log_every_n_steps=log_every_n_steps(rc.train.hyperparams_log_freq),
         num_sanity_val_steps=0,
         enable_checkpointing=True,
         enable_model_summary=False,
         callbacks=[
             NonFiniteGuard(), ResumeState(dm.train_sampler), interrupt,
             RunCheckpoint(ckpt_dir, rc.train.checkpoint_every_n_steps, interrupt, saved), rank_seed_callback(seed), progress_bar(), *snapshots,
+            *([TrainingHealth()] if rc.train.log_health else []), *early_stopping(rc.train),
         ],
         plugins=[SafeCheckpointIO(module, allow_unverified=opts.allow_unverified)],
         **plan.trainer_kwargs(),
@@ -261,7 +252,8 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
         step = state.get("last_checkpoint_step")
         if rank0:
             write_state(state_dir, state, status="interrupted", message=str(e))
-        raise RunInterrupted(f"{e}: checkpoint at step {step} in {ckpt_dir / LAST}; continue with: python main.py --resume={state_dir}") from None
+        again = opts.resume_command(state_dir) if opts.resume_command else f"python3 main.py --resume={state_dir}"
+        raise RunInterrupted(f"{e}: checkpoint at step {step} in {ckpt_dir / LAST}; continue with: {again}") from None
     except BaseException:
         if rank0:
             write_state(state_dir, state, status="interrupted", message="stopped by an error")
@@ -275,14 +267,23 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     if origin:
         lm = origin.finish(lm)  # LoRA: keep the adapter to save, merge it into the weights
     val = evaluate(lm, dm.val_dataloader())
+    test = evaluate(lm, dm.test_dataloader()) if len(dm.datasets["test"]) else {}
     module.log_stat("stat/final_val_loss:main", val["loss:main"])
+    if test:
+        module.log_stat("stat/test_loss:main", test["loss:main"])
     train_stats = module.flush_stats()
     print("final val: " + ", ".join(f"{k}={v:.4f}" for k, v in val.items()), flush=True)
+    if test:
+        print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()), flush=True)
+    stopped = _early_stop(trainer)
+    if stopped:
+        print(f"stopped early at step {trainer.global_step}: {stopped}", flush=True)
     _finish_loggers(loggers)
+    results = {"val_loss": val["loss:main"], "val": val, "test_loss": test.get("loss:main"), "test": test, "n_params": n_params,
+               "n_trainable": n_trainable, "wall_time_s": wall, "timestamp": timestamp, "steps": trainer.global_step, "stopped_early": stopped}
+    if snapshots and (kept := snapshot_summary(state_dir / SNAPSHOTS)):
+        results["checkpoints_over_training"] = kept
     if run_dir is not None and trainer.is_global_zero:
-        results = {"val_loss": val["loss:main"], "val": val, "n_params": n_params, "n_trainable": n_trainable, "wall_time_s": wall, "timestamp": timestamp}
-        if snapshots and (kept := snapshot_summary(state_dir / SNAPSHOTS)):
-            results["checkpoints_over_training"] = kept
         params = {**rc.as_dict(), "seed": seed, "config_name": rc.config_name, "varying": rc.varying}
         extra = {RECORD: origin.record()} if origin else None
         run_dir = save_run(run_dir, lm, params, train_stats, results, extra, replace_incomplete=True, carry=(SNAPSHOTS,), adapter=origin and origin.adapter)
@@ -290,7 +291,18 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     else:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         write_state(state_dir, state, status="done", finished=now_iso())
+    print_summary(rc, results, train_stats, dm, run_dir=run_dir, log_folder=log_folder, ckpt_dir=ckpt_dir, save_dir=opts.save_dir, loggers=loggers)
     return RunResult(run_dir, val, train_stats, wall, lm)
+
+
+def _early_stop(trainer: Any) -> str | None:
+    """Why the early-stopping callback ended the run, or None if it did not."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, EarlyStopping) and cb.wait_count >= cb.patience:
+            return f"{cb.monitor} did not improve for {cb.wait_count} validations (best {float(cb.best_score):.4g})"
+    return None
 
 
 def _new_wandb_id() -> str:

@@ -93,6 +93,13 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=1, default=_json_default))
 
 
+def _plain_file_mode() -> int:
+    """The mode `open()` gives new files under this process's umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _json_default(o: Any) -> Any:
     if dataclasses.is_dataclass(o):
         return dataclasses.asdict(o)
@@ -128,10 +135,12 @@ def save_run(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    weights = tmp / (WEIGHTS if adapter is None else ADAPTER)
     if adapter is None:
-        save_model(lm, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        save_model(lm, str(weights), metadata={"format": "pt"})
     else:
-        save_file(adapter, str(tmp / ADAPTER), metadata={"format": "pt"})
+        save_file(adapter, str(weights), metadata={"format": "pt"})
+    os.chmod(weights, _plain_file_mode())  # safetensors writes 0600; the rest of the run is readable like any file
     lm.tokenizer.save(tmp / "tokenizer.json")
     write_json(tmp / "params.json", params)
     write_json(tmp / "train_stats.json", {k: [list(r) for r in v] for k, v in train_stats.items()})
@@ -214,13 +223,42 @@ def _params_from(cls: type, d: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def load_params(run_dir: Path) -> dict[str, Any]:
+class RunParams(dict):
+    """params.json as a dict (keys `data`, `train`, `model`, `seed`, ...), which also answers the
+    seed README's names: `params["model_params"]` / `params.model_params` (and `data_params`,
+    `train_params`) are the `ModelParams`/`DataParams`/`TrainParams` dataclasses."""
+
+    SEED_NAMES = {"data_params": "data", "train_params": "train", "model_params": "model"}
+
+    def __missing__(self, key: Any) -> Any:
+        if key in self.SEED_NAMES:
+            return self._dataclass(key)
+        raise KeyError(f"{key!r}: params has keys {', '.join(map(repr, self))} (and the seed's {', '.join(map(repr, self.SEED_NAMES))})")
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self.SEED_NAMES
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.SEED_NAMES:
+            return self._dataclass(name)
+        raise AttributeError(f"params has no attribute {name!r}; use params[{self.SEED_NAMES.get(name, name)!r}] or one of {', '.join(self.SEED_NAMES)}")
+
+    def _dataclass(self, seed_name: str) -> Any:
+        from data.data_params import DataParams
+        from model.model_params import ModelParams
+        from train.train_params import TrainParams
+
+        cls = {"data_params": DataParams, "train_params": TrainParams, "model_params": ModelParams}[seed_name]
+        return _params_from(cls, dict.__getitem__(self, self.SEED_NAMES[seed_name]))
+
+
+def load_params(run_dir: Path) -> RunParams:
     path = Path(run_dir) / "params.json"
     fix = "copy the run again or retrain it"
     params = read_json_dict(path, fix)
     for group in ("data", "train", "model"):
         expect(isinstance(params.get(group), dict), path, f"a {group!r} parameter group", fix)
-    return params
+    return RunParams(params)
 
 
 def _fits(path: Path, what: str, e: BaseException) -> UserError:
@@ -279,16 +317,20 @@ def load_lm(run_dir: str | Path, verify: bool = True) -> tuple[Any, dict[str, An
 
 
 def load_run(run_dir: str | Path, verify: bool = True):
-    """→ lm, dataset (LMDataModule), train_stats, params (the dict in params.json); checked as in `load_lm`."""
+    """→ lm, dataset, train_stats, params (`RunParams`: the dict in params.json); checked as in `load_lm`.
+
+    Reads only the run folder: `dataset` (an `LMDataModule`) rebuilds the task's data the first
+    time it is used, so a run loads anywhere, even where its training data is gone.
+    """
     from data.data_params import DataParams
-    from data.dataloader import LMDataModule
+    from data.saved_datamodule import SavedRunDataModule
     from train.train_params import TrainParams
 
     run_dir = Path(run_dir)
     lm, params = load_lm(run_dir, verify)
     dp = _params_from(DataParams, params["data"])
     tp = _params_from(TrainParams, params["train"])
-    dataset = LMDataModule(dp, tokenizer=lm.tokenizer, seed=params.get("seed", 0), batch_size=tp.batch_size)
+    dataset = SavedRunDataModule(dp, lm.tokenizer, seed=params.get("seed", 0), batch_size=tp.batch_size, run_dir=run_dir)
     train_stats = load_train_stats(run_dir / "train_stats.json")
     return lm, dataset, train_stats, params
 

@@ -12,7 +12,6 @@ many values `train_stats` held (all metrics) when this one was added, so lists s
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ from train import lightning_compat
 from train.distributed import global_mean, is_fsdp, plain_param_name, training_losses
 from train.evaluate import accumulate
 from train.guards import CheckedGradNorms
+from train.schedules import lr_factor, scheduler_config, step_plateau  # noqa: F401  (lr_factor: the schedules' shape, imported by tests)
 from train.task_metrics import task_val_stats
 from train.train_params import TrainParams
 
@@ -37,12 +37,13 @@ class LMTrainer(L.LightningModule):
         self.model = model
         self.train_losses = training_losses(model, train_params)  # model.get_losses, torch.compile'd when train_params.compile
         # Weight decay goes by parameter name: sharded (FSDP) parameters lose their shapes.
-        self.decay_names = {n for n, p in model.named_parameters() if p.dim() >= 2}
+        self.decay_names = {n for n, p in model.named_parameters() if decays(n, p)}
         self.train_params = train_params
         self.train_stats: dict[str, list[tuple[int, int, int, Any]]] = {}
         self.stat_counter = 0
         self._pending_stats: list[tuple[str, int]] = []  # (name, row) of values still held as tensors
         self.n_samples = 0  # training samples seen (all ranks)
+        self.n_tokens = 0  # training tokens seen (all ranks) up to the last log_hyperparams_and_time
         self._tokens_since_log = torch.zeros((), dtype=torch.long)
         self._val_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._start_time: float | None = None
@@ -100,9 +101,16 @@ class LMTrainer(L.LightningModule):
             self.log_stat(f"stat/train_loss:{name}", value, prog_bar=name == "main")
         # Here rather than in on_train_batch_end: checkpoints are written by callbacks at batch end,
         # before that hook would run, and a resumed run must not miss what it logs.
-        if (batch_idx + 1) % self.train_params.hyperparams_log_freq == 0:
+        if self._hyperparams_step(batch_idx):
             self.log_hyperparams_and_time()
         return losses["main"]
+
+    def _hyperparams_step(self, batch_idx: int) -> bool:
+        """Every `hyperparams_log_freq` optimizer steps counted over the whole run, not within an epoch:
+        `log_every_n_steps` divides it (train/run.py), so the CSV and wandb get these values in every epoch."""
+        tp = self.train_params
+        last_micro_batch = (batch_idx + 1) % tp.accumulate_grad_batches == 0
+        return last_micro_batch and (self.global_step + 1) % tp.hyperparams_log_freq == 0
 
     def on_train_start(self) -> None:
         self._start_time = time.perf_counter() - self._elapsed_before
@@ -113,7 +121,9 @@ class LMTrainer(L.LightningModule):
         now = time.perf_counter()
         last_t, _ = self._last_log or (now, 0)
         tokens = int(self._tokens_since_log) * self.trainer.world_size
+        self.n_tokens += tokens
         self.log_stat("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log_stat("n_tokens", self.n_tokens)
         self.log_stat("time/elapsed_s", now - (self._start_time or now))
         if now > last_t:
             self.log_stat("time/tokens_per_s", tokens / (now - last_t))
@@ -129,6 +139,7 @@ class LMTrainer(L.LightningModule):
             "train_stats": {k: [list(r) for r in rows] for k, rows in stats.items()},
             "stat_counter": self.stat_counter,
             "n_samples": self.n_samples,
+            "n_tokens": self.n_tokens,
             "tokens_since_log": int(self._tokens_since_log),
             "elapsed_s": time.perf_counter() - self._start_time if self._start_time is not None else self._elapsed_before,
         }
@@ -141,6 +152,7 @@ class LMTrainer(L.LightningModule):
         self._pending_stats = []
         self.stat_counter = int(saved["stat_counter"])
         self.n_samples = int(saved["n_samples"])
+        self.n_tokens = int(saved.get("n_tokens", 0))
         self._tokens_since_log = torch.tensor(int(saved["tokens_since_log"]), dtype=torch.long)
         self._elapsed_before = float(saved["elapsed_s"])
 
@@ -159,6 +171,8 @@ class LMTrainer(L.LightningModule):
             c = self.trainer.strategy.reduce(c.to(self.device), reduce_op="sum")
             value = s / c.clamp(min=1)
             self.log_stat(f"stat/val_{name}", value.float(), prog_bar=name == "loss:main")
+            if name == "loss:main" and self.train_params.lr_schedule == "plateau":
+                step_plateau(self.trainer, value)
         for name, value in task_val_stats(self.model, getattr(self.trainer, "datamodule", None)).items():
             self.log_stat(name, value)  # the task's floor/baselines and model-based metrics (train/task_metrics.py)
         self.flush_stats()
@@ -195,9 +209,11 @@ class LMTrainer(L.LightningModule):
         if tp.grad_clip and "mixed" in str(self.trainer.precision):
             fused = False  # Lightning refuses to clip the gradients of a fused optimizer under mixed precision
         opt = torch.optim.AdamW(groups, lr=tp.lr, betas=(tp.beta1, tp.beta2), fused=fused or None)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, tp.warmup_steps, total, tp.min_lr_frac))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": scheduler_config(opt, tp, int(self.trainer.estimated_stepping_batches))}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # plateau: stepped per validation (step_plateau)
+            super().lr_scheduler_step(scheduler, metric)
 
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None) -> None:
@@ -213,12 +229,9 @@ class LMTrainer(L.LightningModule):
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 
-def lr_factor(step: int, warmup: int, total: int, min_frac: float) -> float:
-    """Linear warm-up to 1, then cosine decay to `min_frac` at `total` steps."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+def decays(name: str, p: torch.Tensor) -> bool:
+    """AdamW weight decay on matrices only: not on biases, norms or the position embeddings."""
+    return p.dim() >= 2 and not name.startswith("pos_enc.")
 
 
 def fused_adamw_supported(device: torch.device) -> bool:

@@ -143,6 +143,8 @@ def shape_problem(data: Any, train: Any, model: Any) -> str | None:
         return "checkpoints over training (TrainParams.snapshot_*) are not supported with strategy='fsdp' yet (sharded weights); use ddp or turn them off"
     if not getattr(data, "alphabet", "x"):
         return 'DataParams.alphabet="" is empty; synthetic inputs are drawn from it: give some symbols, e.g. alphabet="abcd"'
+    if train.early_stop_stat is not None and not train.early_stop_stat.startswith("stat/val_"):
+        return f"TrainParams.early_stop_stat={train.early_stop_stat!r} is not a validation stat; use one logged at validation, e.g. 'stat/val_loss:main'"
     return None
 
 

@@ -70,8 +70,21 @@ def check_task(task: str) -> None:
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UserError(
         f"unknown task {task!r}{hint}; registered tasks: {', '.join(known_tasks())}; "
-        f"or put {task}/data.txt under the folder named in data-path.txt"
+        f"or put {task}/data.txt under your data folder, named in {_data_path_source()}"
     )
+
+
+def _data_path_source() -> str:
+    """The file (or variable) a custom task's data folder is read from, and whether it exists."""
+    try:
+        from data.custom_files import data_folder, describe_data_folder
+    except ModuleNotFoundError:
+        return "data-path.txt"
+    try:
+        folder = data_folder()
+    except UserError as e:
+        return f"{describe_data_folder()}, which is unusable: {e}"
+    return describe_data_folder() + (f", now {folder}" if folder else ", which does not exist yet")
 
 
 def _custom_task_exists(task: str) -> bool:
