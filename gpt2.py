@@ -10,7 +10,6 @@ The tokenizer is `data.hf_tokenizers.PretrainedTokenizer` (`<|endoftext|>` is BO
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,17 @@ from train.errors import UserError
 HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 
 
-def get_gpt2(name_or_path: str | None = None, device: str | None = None, offline_fallback: bool = False) -> Any:
+def get_gpt2(name_or_path: str | None = None, device: str | None = None, offline_fallback: bool = False, revision: str | None = None) -> Any:
     """GPT-2 (any size, or a folder written by `save_pretrained`) as an `LM`, in eval mode.
 
     `name_or_path` defaults to `$HARNESS_GPT2`, else "gpt2" (GPT-2 small from the hub or the HF cache).
     `offline_fallback=True` (the notebook): when it can't be loaded, say so and return a tiny random
-    GPT-2 built in a temp folder instead, so the calls still run (its text is noise)."""
+    GPT-2 built in a temp folder instead, so the calls still run (its text is noise). `revision`: a hub revision."""
     import os
 
     name_or_path = name_or_path or os.environ.get("HARNESS_GPT2") or "gpt2"
     try:
-        hf = load_hf_gpt2(name_or_path)
+        hf = load_hf_gpt2(name_or_path, revision)
     except UserError as e:
         if not offline_fallback:
             raise
@@ -44,19 +43,12 @@ def get_gpt2(name_or_path: str | None = None, device: str | None = None, offline
     return lm.to(device) if device else lm
 
 
-def load_hf_gpt2(name_or_path: str) -> Any:
+def load_hf_gpt2(name_or_path: str, revision: str | None = None) -> Any:
     from transformers import GPT2LMHeadModel
 
-    from data.hf_datasets import hub_offline, hub_reachable
+    from pretrained import load_hf
 
-    local = Path(name_or_path).expanduser().is_dir()
-    online = local or hub_reachable()
-    try:
-        with nullcontext() if online else hub_offline():
-            return GPT2LMHeadModel.from_pretrained(str(Path(name_or_path).expanduser()) if local else name_or_path, local_files_only=not online)
-    except (OSError, ValueError) as e:
-        where = "the local folder" if local else ("the Hugging Face hub" if online else "the local HF cache (the hub is unreachable)")
-        raise UserError(f"GPT-2 {name_or_path!r}: could not load it from {where} ({type(e).__name__}); pass a hub name or a save_pretrained folder") from None
+    return load_hf(GPT2LMHeadModel, name_or_path, revision, what="GPT-2")
 
 
 def model_params_from_hf(config: Any) -> Any:
@@ -152,24 +144,12 @@ def make_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int 
     shared component of the tied embeddings), as real GPT-2's logits sit far below zero: float
     comparisons with a relative tolerance (the seed's `torch.isclose`) then behave as on GPT-2."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     folder = Path(folder)
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    backend.train_from_iterator(TINY_TEXTS * 20, trainer=trainer)
-    if vocab_size is not None:
-        backend = _padded(backend, vocab_size)
-    eot = "<|endoftext|>"
-    GPT2TokenizerFast(tokenizer_object=backend, bos_token=eot, eos_token=eot, unk_token=eot).save_pretrained(folder)
-    eot_id = backend.token_to_id(eot)
+    n_vocab, eot_id = make_tiny_tokenizer(folder, vocab_size)
     config = GPT2Config(
-        vocab_size=backend.get_vocab_size(), n_positions=64, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        vocab_size=n_vocab, n_positions=64, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         bos_token_id=eot_id, eos_token_id=eot_id, initializer_range=0.2,
     )
     torch.manual_seed(seed)
@@ -180,6 +160,26 @@ def make_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int 
             model.transformer.ln_f.bias[0] = logit_offset
     model.save_pretrained(folder)
     return folder
+
+
+def make_tiny_tokenizer(folder: Path, vocab_size: int | None = None) -> tuple[int, int]:
+    """A GPT-2-style byte-level BPE trained on TINY_TEXTS, saved into `folder` → (vocab size, id of
+    `<|endoftext|>`, which is BOS/EOS). Tiny models of other families use it too (tests/tiny_hf.py)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2TokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    backend.train_from_iterator(TINY_TEXTS * 20, trainer=trainer)
+    if vocab_size is not None:
+        backend = _padded(backend, vocab_size)
+    eot = "<|endoftext|>"
+    GPT2TokenizerFast(tokenizer_object=backend, bos_token=eot, eos_token=eot, unk_token=eot).save_pretrained(Path(folder))
+    return backend.get_vocab_size(), backend.token_to_id(eot)
 
 
 WHOLE_WORDS = ("hello", "hi")  # one token each, as in GPT-2, so the seed's batch of the two is rectangular

@@ -27,7 +27,7 @@ from typing import Any
 
 from train.errors import UserError
 from train.integrity import read_json_dict, verify_files
-from train.saving import REQUIRED
+from train.saving import required_files
 
 REPORT_NAMES = ("report.md", "report.csv", "report.png")
 METRIC_COLUMNS = ("final_train_loss", "final_val_loss", "best_val_loss", "test_loss", "tokens_per_s", "n_params", "wall_time_s")
@@ -112,7 +112,7 @@ def load_row(run_dir: Path) -> RunRow:
 
 def _row(run_dir: Path) -> RunRow:
     fix = "the run is left out of the report; copy it again or retrain it"
-    verify_files(run_dir, "manifest.json", REQUIRED, only=("params.json", "results.json", "train_stats.json"))
+    verify_files(run_dir, "manifest.json", required_files(run_dir), only=("params.json", "results.json", "train_stats.json"))
     params = read_json_dict(run_dir / "params.json", fix)
     results = read_json_dict(run_dir / "results.json", fix)
     stats_path = run_dir / "train_stats.json"

@@ -106,11 +106,12 @@ def run_one(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | N
 def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | None, identity: str | None, locks: Any) -> RunResult:
     import lightning as L
 
-    from model.lm import LM
     from train.checkpointing import InterruptFlag, ResumableLMDataModule, ResumeState, RunCheckpoint, SafeCheckpointIO
     from train.evaluate import evaluate
+    from train.freeze import param_summary
     from train.guards import NonFiniteError, NonFiniteGuard
     from train.health import TrainingHealth
+    from train.init_from import RECORD, build_lm, prepare
     from train.schedules import early_stopping
     from train.locks import claim_folder
     from train.loggers import make_loggers
@@ -146,14 +147,20 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
         check_writable(state_dir)  # before anything slow: fail fast, create nothing
         check_writable(log_folder)
 
+    origin = prepare(rc, opts.save_dir)  # init_from: the source's weights, tokenizer and architecture (train/init_from.py)
+    rc = origin.rc if origin else rc
     L.seed_everything(seed, workers=True, verbose=False)
-    dm = ResumableLMDataModule(rc.data, seed=seed, batch_size=rc.train.batch_size, num_workers=rc.train.num_workers)
-    lm = LM(rc.model, dm.tokenizer)
+    dm_kwargs = dict(seed=seed, batch_size=rc.train.batch_size, num_workers=rc.train.num_workers)
+    dm = origin.datamodule(ResumableLMDataModule, **dm_kwargs) if origin else ResumableLMDataModule(rc.data, **dm_kwargs)
+    lm = origin.lm() if origin else build_lm(rc, dm.tokenizer)  # then freeze / LoRA (TrainParams)
     module = LMTrainer(lm, rc.train)
     n_params = sum(p.numel() for p in lm.parameters())
+    n_trainable = sum(p.numel() for p in lm.parameters() if p.requires_grad)  # fewer with freeze / LoRA
     check_free_space(state_dir, checkpoint_bytes(n_params))
-    print(f"run: {namer.describe()} | {n_params:,} parameters | {len(dm.datasets['train'])} train sequences", flush=True)
+    print(f"run: {namer.describe()} | {param_summary(lm)} | {len(dm.datasets['train'])} train sequences", flush=True)
     print(lm.attention_path(), flush=True)
+    if origin:
+        origin.measure_before(module, dm.val_dataloader())
     if plan.world_size > 1 or plan.precision != "32-true" or plan.compile:
         print(f"hardware: {plan.describe(rc.train.batch_size, rc.train.accumulate_grad_batches)}", flush=True)
 
@@ -257,6 +264,8 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
     lm = final_model(trainer, module)  # every rank takes part (FSDP gathers the weights); None off rank 0
     if lm is None:  # ranks other than 0: rank 0 evaluates, saves and logs
         return RunResult(None, {}, {}, wall)
+    if origin:
+        lm = origin.finish(lm)  # LoRA: keep the adapter to save, merge it into the weights
     val = evaluate(lm, dm.val_dataloader())
     test = evaluate(lm, dm.test_dataloader()) if len(dm.datasets["test"]) else {}
     module.log_stat("stat/final_val_loss:main", val["loss:main"])
@@ -271,12 +280,13 @@ def _train(rc: RunConfig, opts: RunOptions, namer: Any, resume: ResumePoint | No
         print(f"stopped early at step {trainer.global_step}: {stopped}", flush=True)
     _finish_loggers(loggers)
     results = {"val_loss": val["loss:main"], "val": val, "test_loss": test.get("loss:main"), "test": test, "n_params": n_params,
-               "wall_time_s": wall, "timestamp": timestamp, "steps": trainer.global_step, "stopped_early": stopped}
+               "n_trainable": n_trainable, "wall_time_s": wall, "timestamp": timestamp, "steps": trainer.global_step, "stopped_early": stopped}
     if snapshots and (kept := snapshot_summary(state_dir / SNAPSHOTS)):
         results["checkpoints_over_training"] = kept
     if run_dir is not None and trainer.is_global_zero:
         params = {**rc.as_dict(), "seed": seed, "config_name": rc.config_name, "varying": rc.varying}
-        run_dir = save_run(run_dir, lm, params, train_stats, results, replace_incomplete=True, carry=(SNAPSHOTS,))
+        extra = {RECORD: origin.record()} if origin else None
+        run_dir = save_run(run_dir, lm, params, train_stats, results, extra, replace_incomplete=True, carry=(SNAPSHOTS,), adapter=origin and origin.adapter)
         print(f"saved to {run_dir}", flush=True)
     else:
         shutil.rmtree(ckpt_dir, ignore_errors=True)

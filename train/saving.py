@@ -1,6 +1,6 @@
 """A saved run is a folder of plain files — no pickle anywhere:
 
-    model.safetensors   weights
+    model.safetensors   weights (a LoRA run: adapter.safetensors + init_from.json, see train/init_from.py)
     tokenizer.json      the tokenizer, restored exactly by data.tokenizer.load_tokenizer
     params.json         {"data": ..., "train": ..., "model": ..., "seed": ..., "config_name": ...}
     train_stats.json    {name: [[step, n_samples, counter, value], ...]}
@@ -28,8 +28,14 @@ from train.integrity import expect, read_json_dict, sha256_file, verify_files
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
+ADAPTER = "adapter.safetensors"  # a LoRA run's adapter, merged into its source's weights on load
 REQUIRED = (WEIGHTS, "tokenizer.json", "params.json", "train_stats.json", "results.json")  # a manifest must vouch for these
 INCOMPLETE, IN_PROGRESS = ".{}.incomplete", ".{}.in-progress"  # the two hidden names save_run swaps through
+
+
+def required_files(folder: Path) -> tuple[str, ...]:
+    """REQUIRED, with the adapter in place of the full weights for a LoRA run (train/init_from.py)."""
+    return tuple(ADAPTER if f == WEIGHTS else f for f in REQUIRED) if (Path(folder) / ADAPTER).is_file() else REQUIRED
 
 
 sha256 = sha256_file
@@ -111,6 +117,7 @@ def save_run(
     extra: dict[str, Any] | None = None,
     replace_incomplete: bool = False,
     carry: tuple[str, ...] = (),
+    adapter: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete run folder atomically; returns its final path.
 
@@ -118,8 +125,9 @@ def save_run(
     checkpoints; no manifest) — they are swapped out for the finished run and deleted.
     `carry`: folders of that in-progress run kept in the saved one (hard links, so nothing is
     lost if saving fails), e.g. the checkpoints over training (train/snapshots.py).
+    `adapter`: a LoRA run's adapter tensors, saved instead of the full weights.
     """
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file, save_model
 
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +135,12 @@ def save_run(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(lm, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    os.chmod(tmp / WEIGHTS, _plain_file_mode())  # safetensors writes 0600; the rest of the run is readable like any file
+    weights = tmp / (WEIGHTS if adapter is None else ADAPTER)
+    if adapter is None:
+        save_model(lm, str(weights), metadata={"format": "pt"})
+    else:
+        save_file(adapter, str(weights), metadata={"format": "pt"})
+    os.chmod(weights, _plain_file_mode())  # safetensors writes 0600; the rest of the run is readable like any file
     lm.tokenizer.save(tmp / "tokenizer.json")
     write_json(tmp / "params.json", params)
     write_json(tmp / "train_stats.json", {k: [list(r) for r in v] for k, v in train_stats.items()})
@@ -197,7 +209,7 @@ def write_manifest(folder: Path) -> None:
 
 def verify_manifest(folder: Path) -> None:
     """Refuse a run whose files are missing, truncated or altered, naming the file (train/integrity.py)."""
-    verify_files(Path(folder), MANIFEST, REQUIRED)
+    verify_files(Path(folder), MANIFEST, required_files(Path(folder)))
 
 
 def _params_from(cls: type, d: dict[str, Any]) -> Any:
@@ -254,11 +266,8 @@ def _fits(path: Path, what: str, e: BaseException) -> UserError:
     return UserError(f"{path} {what} ({type(e).__name__}: {first}); copy the run again or retrain it")
 
 
-def load_run(run_dir: str | Path, verify: bool = True):
-    """→ lm, dataset, train_stats, params (`RunParams`: the dict in params.json).
-
-    Reads only the run folder: `dataset` (an `LMDataModule`) rebuilds the task's data the first
-    time it is used, so a run loads anywhere, even where its training data is gone.
+def load_lm(run_dir: str | Path, verify: bool = True) -> tuple[Any, dict[str, Any]]:
+    """→ lm (eval mode), params of a saved run, without its data. A LoRA run comes back merged.
 
     Every file is checked against the manifest first, then for content that can't make a model
     (a params.json that fails the config checks, a tokenizer that doesn't fit the weights...):
@@ -267,7 +276,6 @@ def load_run(run_dir: str | Path, verify: bool = True):
     from safetensors.torch import load_model
 
     from data.data_params import DataParams
-    from data.saved_datamodule import SavedRunDataModule
     from data.tokenizer import load_tokenizer
     from model.lm import LM
     from model.model_params import ModelParams
@@ -297,12 +305,32 @@ def load_run(run_dir: str | Path, verify: bool = True):
         lm = LM(mp, tokenizer)
     except (ValueError, TypeError, KeyError, RuntimeError, AssertionError) as e:
         raise _fits(ppath, "does not describe a model this code can build", e) from None
+    if (run_dir / ADAPTER).is_file():
+        from train.init_from import load_lora_run
+
+        return load_lora_run(run_dir, lm), params
     try:
         load_model(lm, str(wpath), strict=True)
     except Exception as e:  # safetensors raises its own error types for malformed headers
         raise _fits(wpath, "does not fit the model that params.json and tokenizer.json describe", e) from None
-    lm.eval()
-    dataset = SavedRunDataModule(dp, tokenizer, seed=seed, batch_size=tp.batch_size, run_dir=run_dir)
+    return lm.eval(), params
+
+
+def load_run(run_dir: str | Path, verify: bool = True):
+    """→ lm, dataset, train_stats, params (`RunParams`: the dict in params.json); checked as in `load_lm`.
+
+    Reads only the run folder: `dataset` (an `LMDataModule`) rebuilds the task's data the first
+    time it is used, so a run loads anywhere, even where its training data is gone.
+    """
+    from data.data_params import DataParams
+    from data.saved_datamodule import SavedRunDataModule
+    from train.train_params import TrainParams
+
+    run_dir = Path(run_dir)
+    lm, params = load_lm(run_dir, verify)
+    dp = _params_from(DataParams, params["data"])
+    tp = _params_from(TrainParams, params["train"])
+    dataset = SavedRunDataModule(dp, lm.tokenizer, seed=params.get("seed", 0), batch_size=tp.batch_size, run_dir=run_dir)
     train_stats = load_train_stats(run_dir / "train_stats.json")
     return lm, dataset, train_stats, params
 

@@ -46,3 +46,8 @@ class TrainParams:
     num_nodes: int = param(1, "machines; launch the same command on each (torchrun / SLURM srun), see docs/scaling.md", min=1, max=4096)
     strategy: str = param("auto", "Lightning strategy: 'auto' (DDP when several devices), 'ddp', 'ddp_find_unused_parameters_true', 'fsdp' (GPUs only)", choices=("auto", "ddp", "ddp_find_unused_parameters_true", "fsdp"))
     compile: bool = param(False, "torch.compile the training loss computation (docs/scaling.md says when it pays)")
+    init_from: str | None = param(None, "start from these weights: a saved run (folder or timestamp, RUN@final or RUN@N samples), 'gpt2' or a Hugging Face model folder/name (NAME@REVISION); the source's tokenizer and architecture are used (docs/finetune.md)")
+    freeze: list[str] = param([], "parameter name patterns not to train, e.g. ['blocks.0.*', 'embed'] (fnmatch; blocks.{i}. = decoder.layers.{i}.)")
+    lora_rank: int = param(0, "train LoRA adapters of this rank on lora_targets instead of the weights (needs init_from); 0 = off", min=0, max=2**16)
+    lora_alpha: float = param(16.0, "LoRA scale: the update is (lora_alpha / lora_rank) * B @ A", gt=0, max=10**9)
+    lora_targets: list[str] = param(["blocks.*"], "name patterns of the block weight matrices LoRA adapts (default: every attention and MLP matrix)")

@@ -106,6 +106,17 @@ def _size(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
 
 
+def fine_tune_problem(train: Any) -> str | None:
+    """Why the freeze / LoRA settings can't train (docs/finetune.md), or None."""
+    if train.lora_rank and not train.init_from:
+        return "TrainParams.lora_rank needs init_from (LoRA adapts existing weights); set init_from or lora_rank=0"
+    if (train.lora_rank or train.freeze) and train.strategy == "fsdp":
+        return "TrainParams.lora_rank / freeze do not run under strategy='fsdp' yet (sharded parameters lose their names); use strategy='ddp'"
+    if train.lora_rank and train.freeze:
+        return "TrainParams.freeze has no effect with lora_rank > 0 (LoRA trains only its adapters); drop one of them"
+    return None
+
+
 def run_problem(data: Any, train: Any, model: Any, check_memory: bool = True) -> str | None:
     """Why this combination of parameters can't train, or None.
 
@@ -123,6 +134,8 @@ def shape_problem(data: Any, train: Any, model: Any) -> str | None:
         return f"ModelParams.n_kv_heads={n_kv} must divide n_heads={model.n_heads} (each key/value head serves a group of query heads)"
     if model.max_seq_len < data.max_seq_len:
         return f"ModelParams.max_seq_len={model.max_seq_len} is shorter than DataParams.max_seq_len={data.max_seq_len}; raise the model's"
+    if fine_tune_problem(train):
+        return fine_tune_problem(train)
     if data.min_len > data.max_len:
         return f"DataParams.min_len={data.min_len} is larger than max_len={data.max_len}"
     snapshots = train.snapshot_every_n_steps or train.snapshot_every_n_samples or train.snapshot_log_spaced
