@@ -6,7 +6,7 @@ config in configs/ through `$HARNESS_CONFIGS_DIR`, and `$HARNESS_SAVE_DIR`/`$HAR
 into tmp_path, so `--config=test-synth` trains for seconds and writes nothing beside the repo.
 Python blocks run in order in one interpreter, as a reader would type them, after a prelude that
 trains a tiny saved run under the names the README uses as placeholders (config `NAME`, timestamp
-`2024-04-22--16-17-00`, `ts1`/`ts2`); GPT-2 is a tiny local copy via `$HARNESS_GPT2`.
+`2024-04-22--16-17-00`, `ts`/`ts1`/`ts2`); GPT-2 is a tiny local copy via `$HARNESS_GPT2`.
 
 A block that must not run here (needs a GPU, a network, a cluster, or is a synopsis) carries
 `<!-- readme-test: skip: REASON -->` on the line before its fence; the reason shows as the skip.
@@ -95,6 +95,7 @@ max_seq_len=16
 TrainParams
 lr=3e-3
 warmup_steps=2
+snapshot_log_spaced=True
 
 ModelParams
 max_seq_len=16
@@ -107,7 +108,7 @@ def readme_env(tmp_path) -> dict[str, str]:
     configs.mkdir()
     for cfg in (REPO / "configs").glob("*.txt"):
         (configs / cfg.name).write_text(tiny_config(cfg.read_text()))
-    (configs / "NAME.txt").write_text(tiny_config(TINY_NAME))
+    (configs / "NAME.txt").write_text(tiny_config(TINY_NAME).replace("n_layers=1", "n_layers=2"))  # layer 1 for show_head_progress
     env = {**os.environ, "HARNESS_CONFIGS_DIR": str(configs), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     for var, sub in (("HARNESS_SAVE_DIR", "saved"), ("HARNESS_LOG_DIR", "logs"), ("HARNESS_METRICS_DIR", "metrics"), ("HARNESS_ATTENTIONS_DIR", "attentions")):
         env[var] = str(tmp_path / sub)
@@ -139,7 +140,7 @@ PRELUDE = f"""
 import main
 main.now_timestamp = lambda: {EXAMPLE_TS!r}  # the README's example timestamp names a real run
 assert main.main(["--config=NAME", "--no-wandb", "--save"]) == 0
-ts1 = ts2 = {EXAMPLE_TS!r}
+ts = ts1 = ts2 = {EXAMPLE_TS!r}
 """
 
 
