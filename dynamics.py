@@ -225,29 +225,38 @@ def plot_over_checkpoints(
 
 
 def show_head_progress(
-    run: str | Path, x: Any, layer: int, head: int, save_dir: str | Path | None = None, checkpoints: Sequence[int] | None = None,
+    run: Any, x: Any, layer: int, head: int, save_dir: str | Path | None = None, checkpoints: Sequence[int] | None = None,
     folder_name: str | None = None, attentions_dir: str | Path | None = None, show: bool = True, max_cols: int = 6,
 ) -> tuple[Any, Any]:
     """One head's attention on `x` at every checkpoint: one figure, one panel per checkpoint,
     titled with the samples seen. Returns (figure, patterns: checkpoints × query × key).
 
-    With `folder_name`, saves `{attentions dir}/{folder_name}/progress_layer{L}_head{H}.png`.
+    `run` is a saved run (timestamp or folder) or any iterable of `(label, lm)` pairs, e.g. a
+    pretrained trajectory from `pretrained.get_all_checkpoints([...])` (an int label reads as
+    samples seen). With `folder_name`, saves `{attentions dir}/{folder_name}/progress_layer{L}_head{H}.png`.
     """
     import matplotlib.pyplot as plt
     import torch
 
     from model_explorer import _show_or_close, resolve_attentions_dir
 
-    cps = RunCheckpoints(_run_dir(run, save_dir), only=checkpoints)
-    patterns, ns = [], []
-    for n, lm in cps:
+    if isinstance(run, (str, Path)):
+        cps = RunCheckpoints(_run_dir(run, save_dir), only=checkpoints)
+        pairs, title = iter(cps), cps.run_dir.name
+    else:
+        pairs, title = iter(run), "checkpoints"
+    patterns, ns, last = [], [], None
+    for n, lm in pairs:
         ids = lm.as_batch(x)
         _check_head(lm, layer, head)
         with torch.no_grad():
             _, cache = lm.run_with_cache(ids, names_filter=f"blocks.{layer}.attn.hook_pattern")
         patterns.append(cache[f"blocks.{layer}.attn.hook_pattern"][0, head].float().cpu())
         ns.append(n)
-    labels = [repr(cps.final.tokenizer.token_str(int(i)))[1:-1] for i in cps.final.as_batch(x)[0]]
+        last = lm
+    if last is None:
+        raise UserError("show_head_progress: no checkpoints to show")
+    labels = [repr(last.tokenizer.token_str(int(i)))[1:-1] for i in last.as_batch(x)[0]]
     cols = min(max_cols, len(ns))
     rows = -(-len(ns) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows + 0.4), squeeze=False)
@@ -255,12 +264,12 @@ def show_head_progress(
         a.axis("off")
     for a, n, p in zip(axes.flat, ns, patterns):
         a.imshow(p.numpy(), cmap="viridis", vmin=0, vmax=1)
-        a.set_title(f"after {n:,} samples", fontsize=8)
+        a.set_title(f"after {n:,} samples" if isinstance(n, int) else str(n), fontsize=8)
         if len(labels) <= 24:
             a.axis("on")
             a.set_xticks(range(len(labels)), labels=labels, fontsize=5, rotation=90)
             a.set_yticks(range(len(labels)), labels=labels, fontsize=5)
-    fig.suptitle(f"{cps.run_dir.name}: layer {layer}, head {head}")
+    fig.suptitle(f"{title}: layer {layer}, head {head}")
     fig.tight_layout()
     if folder_name:
         folder = resolve_attentions_dir(attentions_dir) / folder_name

@@ -50,3 +50,24 @@ def test_pythia_offline_names_the_revision_and_how_to_supply_a_folder(monkeypatc
     assert "'EleutherAI/pythia-70m'" in msg and "revision='step1000'" in msg and "save_pretrained(DIR)" in msg and "\n" not in msg
     with pytest.raises(UserError, match="no Pythia size '7m'"):
         pretrained.get_pythia("7m")
+
+
+def test_show_head_progress_draws_a_pretrained_trajectory(tmp_path):
+    """Local folders (a Pythia step list works the same way) through get_all_checkpoints: one panel
+    each, titled by source, holding that model's own pattern for the head."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import dynamics
+    import pretrained
+
+    a, b = make_tiny_gpt2(tmp_path / "a", seed=0), make_tiny_gpt2(tmp_path / "b", seed=1)
+    fig, patterns = dynamics.show_head_progress(pretrained.get_all_checkpoints([str(a), str(b)]), TEXTS[0], layer=1, head=2, show=False)
+    assert [ax.get_title() for ax in fig.axes[:2]] == [str(a), str(b)]
+    for folder, got in zip((a, b), patterns):
+        lm = pretrained.get_hf_model(str(folder))
+        _, cache = lm.run_with_cache(TEXTS[0], names_filter="blocks.1.attn.hook_pattern")
+        assert torch.allclose(got, cache["blocks.1.attn.hook_pattern"][0, 2])
+    assert not torch.allclose(patterns[0], patterns[1])
+    with pytest.raises(UserError, match="no checkpoints"):
+        dynamics.show_head_progress(iter(()), TEXTS[0], layer=0, head=0, show=False)
