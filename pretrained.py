@@ -116,14 +116,13 @@ def _gpt_neox(name: str, revision: str | None) -> Any:
     kind, frac, base = _rope(c)
     _refuse(name, [
         (c.hidden_act not in ("gelu", "relu"), f"activation {c.hidden_act!r}"),
-        (c.intermediate_size % c.hidden_size != 0, f"intermediate_size={c.intermediate_size} not a multiple of hidden_size"),
         (kind != "default", f"rope type {kind!r}"),
         (not getattr(c, "attention_bias", True), "attention_bias=False"),
     ])
     n_heads, dim = c.num_attention_heads, c.hidden_size
     hd = dim // n_heads
     mp = ModelParams(layer_architecture="custom-transformer", dim=dim, n_layers=c.num_hidden_layers, n_heads=n_heads,
-                     dim_ff_factor=c.intermediate_size // dim, activation=c.hidden_act, norm_first=True,
+                     ff_dim=c.intermediate_size, activation=c.hidden_act, norm_first=True,
                      parallel_residual=bool(c.use_parallel_residual), layer_norm_eps=c.layer_norm_eps, pos_encoding="rotary",
                      rotary_frac=frac, rotary_base=base, max_seq_len=c.max_position_embeddings,
                      tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)), dropout=0.0)
@@ -163,23 +162,20 @@ def _llama(name: str, revision: str | None) -> Any:
     from transformers import LlamaForCausalLM
 
     from model.model_params import ModelParams
-    from model.transformer.components import swiglu_hidden
 
     hf = load_hf(LlamaForCausalLM, name, revision, "Llama")
     c = hf.config
     kind, frac, base = _rope(c)
     n_heads, n_kv, dim = c.num_attention_heads, c.num_key_value_heads, c.hidden_size
     hd = dim // n_heads
-    factor = next((f for f in range(1, 65) if swiglu_hidden(dim, f) == c.intermediate_size), None)
     _refuse(name, [
         (c.hidden_act != "silu", f"activation {c.hidden_act!r}"),
         (kind != "default", f"rope type {kind!r}"),
         (getattr(c, "head_dim", hd) != hd, f"head_dim={c.head_dim} != hidden_size/num_attention_heads"),
         (getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False), "biases"),
-        (factor is None, f"intermediate_size={c.intermediate_size} (our SwiGLU width is swiglu_hidden(dim, dim_ff_factor))"),
     ])
     mp = ModelParams(layer_architecture="llama", dim=dim, n_layers=c.num_hidden_layers, n_heads=n_heads, n_kv_heads=n_kv,
-                     dim_ff_factor=factor, norm_first=True, layer_norm_eps=c.rms_norm_eps, pos_encoding="rotary", rotary_frac=frac,
+                     ff_dim=c.intermediate_size, norm_first=True, layer_norm_eps=c.rms_norm_eps, pos_encoding="rotary", rotary_frac=frac,
                      rotary_base=base, max_seq_len=c.max_position_embeddings, tie_embeddings=bool(c.tie_word_embeddings), dropout=0.0)
     from model.positional import rotary_dims
 

@@ -25,6 +25,7 @@ class ModelParams:
     n_heads: int = param(4, "attention heads per layer; must divide dim", min=1, max=4096)
     n_kv_heads: int | None = param(None, "key/value heads (grouped-query attention); None = n_heads; must divide n_heads", min=1, max=4096)
     dim_ff_factor: int = param(4, "feed-forward hidden width = dim_ff_factor * dim; 0 = no feed-forward block (attention-only: only its output bias remains)", min=0, max=1024)
+    ff_dim: int | None = param(None, "feed-forward hidden width, overriding dim_ff_factor (e.g. a pretrained Llama's intermediate_size); None = from dim_ff_factor", min=1, max=2**20)
     dropout: float = param(0.0, "dropout inside the layers and on the embeddings", min=0, lt=1)
     activation: str = param("gelu", "feed-forward activation: 'gelu', 'relu' or 'gelu_tanh' (GPT-2's tanh approximation)", choices=("gelu", "relu", "gelu_tanh"))
     norm_first: bool = param(True, "pre-norm blocks (GPT-2, Llama) if True, post-norm if False")

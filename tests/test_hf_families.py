@@ -113,3 +113,23 @@ def test_head_scores_and_a_checkpoint_trajectory(pair, tmp_path):
     rows = pretrained.over_checkpoints(folders, lambda m: head_scores(m, seq_len=8, n_seqs=2)["induction"].max().item(), name="induction")
     assert [r["checkpoint"] for r in rows] == folders and [r["n_samples"] for r in rows] == [0, 1]
     assert [r["induction"] for r in rows] == [t.max().item() for _, t in table]
+
+
+@pytest.mark.parametrize("family", ["llama", "neox"])
+def test_any_feed_forward_width_loads(family, tmp_path):
+    """Real checkpoints state their MLP width (Llama-2 7B: 11008 = 2.6875 × 4096), which no
+    dim_ff_factor gives: `ff_dim` carries it, and the logits still equal transformers'."""
+    import pretrained
+
+    if family == "llama":
+        folder, cls = make_tiny_llama(tmp_path / "m", intermediate_size=86), "LlamaForCausalLM"
+    else:
+        folder, cls = make_tiny_neox(tmp_path / "m", intermediate_size=72), "GPTNeoXForCausalLM"
+    import transformers
+
+    hf = getattr(transformers, cls).from_pretrained(folder).eval()
+    lm = pretrained.get_hf_model(str(folder))
+    assert lm.model_params.ff_dim == hf.config.intermediate_size
+    x = torch.tensor([lm.tokenizer(TEXTS[1])])
+    with torch.no_grad():
+        assert (lm(x) - hf(x).logits).abs().max().item() <= 1e-4

@@ -71,7 +71,8 @@ def _vocab_guess(data: Any) -> int:
 
 def estimate_train_bytes(data: Any, train: Any, model: Any) -> tuple[int, int]:
     """(rough bytes to train one step in fp32 with AdamW, parameter count). Errs on the high side."""
-    d, L, ff = model.dim, model.n_layers, model.dim_ff_factor * model.dim
+    d, L = model.dim, model.n_layers
+    ff = getattr(model, "ff_dim", None) or model.dim_ff_factor * model.dim
     V, T, B = _vocab_guess(data), data.max_seq_len, train.batch_size
     n_params = V * d * (1 if model.tie_embeddings else 2) + model.max_seq_len * d + L * (4 * d * d + 2 * d * ff + 9 * d + ff)
     weights = 16 * n_params  # weights, gradients, AdamW's two moments

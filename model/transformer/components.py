@@ -42,7 +42,7 @@ class MLP(nn.Module):
 
     def __init__(self, mp: Any, bias: bool = True):
         super().__init__()
-        hidden = mp.dim_ff_factor * mp.dim
+        hidden = ff_hidden(mp)
         self.linear1 = nn.Linear(mp.dim, hidden, bias=bias)
         self.activation = ACTIVATIONS[mp.activation]
         self.dropout = nn.Dropout(mp.dropout)
@@ -57,11 +57,11 @@ class MLP(nn.Module):
 
 @mlp("swiglu")
 class SwiGLU(nn.Module):
-    """down(silu(gate(x)) * up(x)) (Llama); hidden width 2/3 · dim_ff_factor · dim, a multiple of 8."""
+    """down(silu(gate(x)) * up(x)) (Llama); hidden width `ff_dim`, else 2/3 · dim_ff_factor · dim, a multiple of 8."""
 
     def __init__(self, mp: Any, bias: bool = False):
         super().__init__()
-        hidden = swiglu_hidden(mp.dim, mp.dim_ff_factor)
+        hidden = ff_hidden(mp, swiglu_hidden(mp.dim, mp.dim_ff_factor))
         self.gate_up = nn.Linear(mp.dim, 2 * hidden, bias=bias)  # [gate; up] in one matmul
         self.down = nn.Linear(hidden, mp.dim, bias=bias)
         self.down.residual_out = True
@@ -71,6 +71,14 @@ class SwiGLU(nn.Module):
         gate, up = hook("mlp.hook_pre", self.gate_up(x)).chunk(2, dim=-1)
         x = hook("mlp.hook_post", F.silu(gate) * up)
         return self.down(self.dropout(x))
+
+
+def ff_hidden(mp: Any, from_factor: int | None = None) -> int:
+    """The feed-forward width: `ff_dim` when set (pretrained models state theirs), else from `dim_ff_factor`."""
+    explicit = getattr(mp, "ff_dim", None)
+    if explicit is not None:
+        return explicit
+    return mp.dim_ff_factor * mp.dim if from_factor is None else from_factor
 
 
 def swiglu_hidden(dim: int, factor: int, multiple: int = 8) -> int:
