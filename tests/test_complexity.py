@@ -18,7 +18,6 @@ RUN_PATH = ("main.py", "train", "data", "model")
 # `_train`) into prepare / build trainer / fit / finish and removes the others from this list.
 KNOWN = {
     "main.py:run_all": (18, 51),
-    "train/run.py:_train": (37, 156),
     "data/custom_files.py:load_custom_task": (17, 25),
     "model/lm.py:LM.forward": (18, 29),
     "model/sampling.py:_beam_search": (16, 33),
