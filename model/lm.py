@@ -85,9 +85,7 @@ class LM(nn.Module):
         assert cond, msg
         if kv_cache is not None:  # x is only the new tokens; kv_cache.ids holds every token so far. An edit that
             kv_cache.add_ids(x)   # depends on the input (the seed's `attn_requests = 10 in x`) must test kv_cache.ids then
-        if hook is None and (get_embeddings or get_attns):
-            hook = Hooks(cache_filter=lambda n: (get_attns and n.endswith(".attn.hook_pattern")) or (get_embeddings and n.endswith(".hook_resid_post")), detach=False)
-        hook = hook if hook is not None else NO_HOOK
+        hook = hook if hook is not None else self._output_hook(get_embeddings, get_attns)
         positions = torch.arange(past, past + x.shape[1], device=x.device).unsqueeze(0).expand(x.shape[0], -1)
         h = self.drop(hook("hook_embed", self.embed(x)) + hook("hook_pos_embed", self.pos_enc(positions)))
         h = self.decoder(h, attn_requests=attn_requests, hook=hook, kv_cache=kv_cache, positions=positions)
@@ -96,6 +94,17 @@ class LM(nn.Module):
             kv_cache.advance(x.shape[1])
         if not (get_embeddings or get_attns):
             return logits
+        return self._with_outputs(logits, hook, get_embeddings, get_attns)
+
+    @staticmethod
+    def _output_hook(get_embeddings: bool, get_attns: bool) -> Any:
+        """The hook that caches what `get_embeddings` / `get_attns` ask for (a no-op when neither)."""
+        if not (get_embeddings or get_attns):
+            return NO_HOOK
+        return Hooks(cache_filter=lambda n: (get_attns and n.endswith(".attn.hook_pattern")) or (get_embeddings and n.endswith(".hook_resid_post")), detach=False)
+
+    def _with_outputs(self, logits: Tensor, hook: Any, get_embeddings: bool, get_attns: bool) -> dict[str, Tensor]:
+        """forward's dict: the logits with every block's residual stream and/or attention pattern stacked on dim 1."""
         out: dict[str, Tensor] = {"logits": logits}
         blocks = range(len(self.decoder.layers))
         if get_embeddings:
