@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from train.config import RunConfig, load_runs, settings_help
-from train.errors import UserError
+from core.errors import UserError
 from train.resume import RunFailed, RunInterrupted
 
 HERE = Path(__file__).resolve().parent

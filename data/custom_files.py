@@ -20,7 +20,7 @@ from pathlib import Path
 
 from data.data_params import DataParams
 from data.tasks import TaskData
-from train.errors import UserError
+from core.errors import UserError
 
 DATA_PATH_ENV = "HARNESS_DATA_PATH"
 SPLIT_FILES = ("train", "val", "test")

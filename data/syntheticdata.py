@@ -120,7 +120,7 @@ def _draw_splits(task: SyntheticTask, dp: DataParams, seed: int) -> dict[str, li
 
 
 def _too_small(task: str, split: str, got: int, want: int) -> Exception:
-    from train.errors import UserError
+    from core.errors import UserError
 
     return UserError(
         f"task {task!r}: could only draw {got} of {want} distinct {split} samples; "

@@ -9,13 +9,12 @@ Both are read from the activation cache (`run_with_cache`, hook names in docs/ho
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data.tokenizer import Tokenizer
 from model.hooks import NO_HOOK, Hook, HookFn, Hooks, NamesFilter
 from model.kv_cache import KVCache
 from model.model_params import ModelParams
@@ -24,6 +23,9 @@ from model.positional import make_pos_encoding
 from model.sampling import beam_search, check_sampling_args, generate, is_batch_of_prefixes, prefix_ids
 from model.transformer.components import init_gpt2
 from model.transformer.transformer import Transformer
+
+if TYPE_CHECKING:  # a type only: model/ does not import data/ (tests/test_layering.py)
+    from data.tokenizer import Tokenizer
 
 warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")  # dim_ff_factor=0: attention-only
 

@@ -123,7 +123,7 @@ def get(kind: str, name: str) -> Any:
     if name not in _runtime[kind] and name in _declared()[kind]:
         importlib.import_module(_declared()[kind][name][0])
     if name not in _runtime[kind]:
-        from train.errors import UserError
+        from core.errors import UserError
 
         raise UserError(unknown_message(kind, name))
     return _runtime[kind][name]

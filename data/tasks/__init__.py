@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from data.syntheticdata import SYNTHETIC_TASKS, generate_splits
-from train.errors import UserError
+from core.errors import UserError
 
 if TYPE_CHECKING:  # not at run time: data_params imports the task files, which import this
     from data.data_params import DataParams

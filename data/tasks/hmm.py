@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from data.syntheticdata import registered
 from data.task_registry import task_settings, task_summary
-from train.params_base import param
+from core.params_base import param
 
 if TYPE_CHECKING:
     from data.data_params import DataParams
@@ -124,7 +124,7 @@ def _tables_for(random_: bool, n_states: int, n_obs: int, seed: int) -> HMMTable
 
 def hmm_tables(dp: DataParams) -> HMMTables:
     """The run's tables: the seed's fixed ones, or random ones from `hmm_table_seed`."""
-    from train.errors import UserError
+    from core.errors import UserError
 
     if dp.hmm_random_tables:
         if not 1 <= dp.hmm_n_states <= len(STATE_SYMBOLS) or not 1 <= dp.hmm_n_obs <= len(OBS_SYMBOLS):
@@ -171,7 +171,7 @@ def parse_sample(text: str) -> tuple[list[int], list[int] | None]:
 
 
 def _check_lengths(dp: DataParams) -> None:
-    from train.errors import UserError
+    from core.errors import UserError
 
     if not 1 <= dp.min_len <= dp.max_len:
         raise UserError(f"HMM tasks need 1 <= min_len <= max_len (got {dp.min_len}, {dp.max_len}); fix them in DataParams")

@@ -27,7 +27,7 @@ class LlamaBlock(TransformerEncoderLayer):
 
     def __init__(self, mp: ModelParams):
         if mp.pos_encoding != "rotary":
-            from train.errors import UserError
+            from core.errors import UserError
 
             raise UserError(f"layer_architecture='llama' uses rotary positions; set pos_encoding='rotary' (got {mp.pos_encoding!r})")
         super().__init__(mp)

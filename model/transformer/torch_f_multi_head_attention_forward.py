@@ -156,7 +156,7 @@ class MultiheadSelfAttention(nn.Module):
         self.n_heads = mp.n_heads
         self.n_kv_heads = mp.n_kv_heads or mp.n_heads
         if self.n_heads % self.n_kv_heads:
-            from train.errors import UserError
+            from core.errors import UserError
 
             raise UserError(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads} (each key/value head serves a group of query heads)")
         self.head_dim = mp.dim // mp.n_heads

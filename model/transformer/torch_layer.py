@@ -62,7 +62,7 @@ class TorchTransformerLayer(nn.TransformerEncoderLayer, Block):
 
 
 def refuse_unsupported(mp: ModelParams) -> None:
-    from train.errors import UserError
+    from core.errors import UserError
 
     if get("pos_encoding", mp.pos_encoding).qk_rotation(mp, mp.dim // mp.n_heads) is not None:
         raise UserError(f"pos_encoding={mp.pos_encoding!r} rotates queries and keys inside our attention; torch's layer has its own, "
