@@ -19,6 +19,7 @@ from model.hooks import NO_HOOK, Hook, HookFn, Hooks, NamesFilter
 from model.kv_cache import KVCache
 from model.model_params import ModelParams
 from model.objectives import objective_for
+from model.perplexity import perplexities as perplexities_of
 from model.positional import make_pos_encoding
 from model.sampling import beam_search, check_sampling_args, generate, is_batch_of_prefixes, prefix_ids
 from model.transformer.components import init_gpt2
@@ -271,10 +272,8 @@ class LM(nn.Module):
         self, samples_or_dataloader: Any, per_token: bool = False, before_exp: bool = False, dummy_res: float = -1, batch_size: int = 32
     ) -> tuple[float, float, float, int, Tensor | list]:
         """→ mean, max, min, total_tokens, per_token_res (see model/perplexity.py)."""
-        from model.perplexity import perplexities
-
         self._refuse_without_tokens("perplexities")
-        return perplexities(self, samples_or_dataloader, per_token, before_exp, dummy_res, batch_size)
+        return perplexities_of(self, samples_or_dataloader, per_token, before_exp, dummy_res, batch_size)
 
 
 class ActivationCache(dict):

@@ -16,7 +16,7 @@ from torch import nn
 
 from core.errors import UserError
 from model.model_params import ModelParams
-from model.registry import _runtime, pos_encoding
+from model.registry import _runtime, get, pos_encoding
 
 POS_ENCODINGS: dict[str, type[nn.Module]] = _runtime["pos_encoding"]  # the registry (model/registry.py)
 
@@ -184,6 +184,4 @@ class Rotary(nn.Module):
 
 
 def make_pos_encoding(mp: ModelParams) -> nn.Module:
-    from model.registry import get
-
     return get("pos_encoding", mp.pos_encoding)(mp)

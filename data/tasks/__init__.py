@@ -48,6 +48,7 @@ def text_source(name: str) -> Callable[[TextSource], TextSource]:
 
 def _load_sources() -> None:
     """Every task file, and the named corpora (data/text_sources.py), registered."""
+    # function-level imports here and below break real cycles: task files, text_sources and custom_files import this module
     from data.task_registry import load_task_modules
 
     load_task_modules()
