@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from train.errors import UserError
+from core.errors import UserError
 from train.snapshots import FOLDER, checkpoint_file, checkpoint_ids as _ids, read_index
 
 Checkpoint = int | str  # samples seen, or "final"

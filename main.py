@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from train.config import RunConfig, load_runs, settings_help
-from train.errors import UserError
+from core.errors import UserError
 from train.resume import RunFailed, RunInterrupted
 
 HERE = Path(__file__).resolve().parent
@@ -242,20 +242,39 @@ def run_all(args: argparse.Namespace) -> int:
         return resume_one(args)
     runs = expand_runs(args)
     if args.dry_run:
-        notes = [""] * len(runs)
-        if args.resume is not None:  # say what --resume would do with each run
-            from train.resume import plan_sweep
-
-            root = Path(args.save_dir if args.save else args.log_dir)
-            notes = [f" — would {p.action}" + (f" ({p.why})" if p.why else "") for p in plan_sweep(runs, args.seed, root, resume=True)]
-        print(f"{len(runs)} run(s):")
-        for i, r in enumerate(runs, 1):
-            print(f"  {i}. {r.config_name}: task={r.data.task} {r.describe()}{notes[i - 1]}")
-        return 0
+        return dry_run(args, runs)
     gpu_ids = parse_gpu_ids(args.gpu_id)
     from train.distributed import check_runs, env_rank_zero
 
     check_runs(runs, gpu_ids)  # every run's devices/precision/strategy vs this machine, before the first trains
+    failed = train_sweep(args, runs, gpu_ids)
+    if args.save and len(failed) < len(runs) and env_rank_zero():  # compare the runs: report.md/.csv/.png in {save-dir}/{config}/ (train/report.py)
+        from train.report import write_config_report
+
+        write_config_report(Path(args.save_dir), args.config)
+    if failed:
+        print(f"error: {len(failed)} of {len(runs)} run(s) failed (runs {', '.join(map(str, failed))}); see FAILED.json in their folders", file=sys.stderr)
+        return 1
+    return 0
+
+
+def dry_run(args: argparse.Namespace, runs: list[RunConfig]) -> int:
+    """`--dry-run`: list the runs (with bare --resume, what it would do with each) and train nothing."""
+    notes = [""] * len(runs)
+    if args.resume is not None:  # say what --resume would do with each run
+        from train.resume import plan_sweep
+
+        root = Path(args.save_dir if args.save else args.log_dir)
+        notes = [f" — would {p.action}" + (f" ({p.why})" if p.why else "") for p in plan_sweep(runs, args.seed, root, resume=True)]
+    print(f"{len(runs)} run(s):")
+    for i, r in enumerate(runs, 1):
+        print(f"  {i}. {r.config_name}: task={r.data.task} {r.describe()}{notes[i - 1]}")
+    return 0
+
+
+def train_sweep(args: argparse.Namespace, runs: list[RunConfig], gpu_ids: list[int] | None) -> list[int]:
+    """Train (or, with bare --resume, continue or skip) each run in turn; the numbers of those that failed."""
+    from train.resume import plan_sweep
     from train.run import RunOptions, run_one
 
     opts = RunOptions(
@@ -263,8 +282,6 @@ def run_all(args: argparse.Namespace) -> int:
         resume_command=lambda run: resume_command(args, run) + (f"  (or the whole sweep: {resume_command(args)})" if len(runs) > 1 else ""),
         allow_unverified=args.allow_unverified,
     )
-    from train.resume import plan_sweep
-
     plans = plan_sweep(runs, args.seed, opts.index_root, resume=args.resume is not None)
     failed = []
     for i, (rc, plan) in enumerate(zip(runs, plans), 1):
@@ -279,14 +296,7 @@ def run_all(args: argparse.Namespace) -> int:
         except RunFailed as e:  # the sweep goes on; the failed run is marked in its folder
             print(f"error: run {i}/{len(runs)}: {one_line(e)}", file=sys.stderr, flush=True)
             failed.append(i)
-    if args.save and len(failed) < len(runs) and env_rank_zero():  # compare the runs: report.md/.csv/.png in {save-dir}/{config}/ (train/report.py)
-        from train.report import write_config_report
-
-        write_config_report(Path(args.save_dir), args.config)
-    if failed:
-        print(f"error: {len(failed)} of {len(runs)} run(s) failed (runs {', '.join(map(str, failed))}); see FAILED.json in their folders", file=sys.stderr)
-        return 1
-    return 0
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from train.errors import UserError
+from core.errors import UserError
+from train.saving import resolve_save_dir  # torch-free; model_explorer.resolve_save_dir stays the public name
 
 # Training dynamics (dynamics.py) and head scores (model/head_scores.py), importable from here;
 # loaded on first use so `import model_explorer` stays light.
@@ -49,10 +50,6 @@ class UnstableLoadError(AssertionError):
 
 
 # --- folders ------------------------------------------------------------------------------
-def resolve_save_dir(path: str | Path | None = None) -> Path:
-    return Path(path or os.environ.get("HARNESS_SAVE_DIR") or HERE.parent / "saved-models")
-
-
 def resolve_metrics_dir(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get("HARNESS_METRICS_DIR") or HERE.parent / "metrics")
 

@@ -27,7 +27,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from train.errors import UserError
+from core.errors import UserError
 
 # model_type (config.json) → loader(name_or_folder, revision) returning our LM in eval mode
 FAMILIES: dict[str, Callable[[str, str | None], Any]] = {}

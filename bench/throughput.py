@@ -51,7 +51,7 @@ def default_layer() -> str:
 
 def layer_choices() -> Any:
     from model.model_params import ModelParams
-    from train.params_base import field_choices
+    from core.params_base import field_choices
 
     return field_choices(ModelParams).get("layer_architecture") or ()
 

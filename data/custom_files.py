@@ -20,7 +20,7 @@ from pathlib import Path
 
 from data.data_params import DataParams
 from data.tasks import TaskData
-from train.errors import UserError
+from core.errors import UserError
 
 DATA_PATH_ENV = "HARNESS_DATA_PATH"
 SPLIT_FILES = ("train", "val", "test")
@@ -102,12 +102,19 @@ def carve(lines: list[str], fractions: dict[str, float], seed: int) -> dict[str,
 
 def load_custom_task(dp: DataParams, seed: int, default_pack: bool = False, task: str | None = None) -> TaskData:
     """Read `<data folder>/<task>/` into a TaskData (see the module doc for the layout)."""
-    from data.shakespeare import check_fractions
-
     task = task or dp.task
     d = custom_task_dir(task)
     if d is None:
         raise UserError(f"task {task!r}: no {task}/data.txt or {task}/train.txt in the data folder named by {describe_data_folder()}")
+    splits = _read_splits(dp, task, d)
+    pack = dp.pack if dp.pack is not None else default_pack
+    return TaskData({s: splits[s] for s in SPLIT_FILES}, pack=pack, extras={"source": str(d)})
+
+
+def _read_splits(dp: DataParams, task: str, d: Path) -> dict[str, list[str]]:
+    """train/val/test lines: from their own files, else val and test carved out of train.txt / data.txt."""
+    from data.shakespeare import check_fractions
+
     files = {s: d / f"{s}.txt" for s in SPLIT_FILES}
     source = files["train"] if files["train"].is_file() else d / "data.txt"
     lines = read_lines(source)
@@ -123,5 +130,4 @@ def load_custom_task(dp: DataParams, seed: int, default_pack: bool = False, task
         splits["train"] = lines
     if not splits["train"]:
         raise UserError(f"task {task!r}: {source} has no non-empty lines")
-    pack = dp.pack if dp.pack is not None else default_pack
-    return TaskData({s: splits[s] for s in SPLIT_FILES}, pack=pack, extras={"source": str(d)})
+    return splits

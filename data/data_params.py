@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from data.task_registry import with_task_settings
-from train.params_base import param
+from core.params_base import param
 
 
 @dataclass

@@ -20,23 +20,10 @@ from data.syntheticdata import SYNTHETIC_TASKS
 from data.tasks import TaskData, get_task_data
 from data.token_cache import encode_cached, split_docs
 from data.tokenizer import CharTokenizer, Tokenizer
-from train.errors import UserError
+from core.batch import mycollate  # noqa: F401  (the seed README imports it from here)
+from core.errors import UserError
 
 SPLITS = ("train", "val", "test")
-
-
-def mycollate(samples: Sequence[Sequence[int]] | Sequence[torch.Tensor], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad a list of id sequences into `{"x_indices": B×T long, "mask": B×T bool}`."""
-    seqs = [torch.as_tensor(np.asarray(s), dtype=torch.long).reshape(-1) for s in samples]
-    if not seqs:
-        raise ValueError("mycollate got no samples")
-    T = max(len(s) for s in seqs)
-    x = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        x[i, : len(s)] = s
-        mask[i, : len(s)] = True
-    return {"x_indices": x, "mask": mask}
 
 
 def collate_ids(samples: Sequence[Sequence[int]] | Sequence[torch.Tensor], pad_id: int = 0) -> dict[str, torch.Tensor]:

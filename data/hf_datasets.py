@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from data.data_params import DataParams
 from data.tasks import TaskData
-from train.errors import UserError
+from core.errors import UserError
 
 HUB_CHECK_TIMEOUT_S = 3.0
 TRUE_VALUES = {"1", "true", "yes", "on"}

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from data.data_params import DataParams
 from data.tokenizer import Tokenizer, register_tokenizer
-from train.errors import UserError
+from core.errors import UserError
 
 SPECIALS = ("<|pad|>", "<|bos|>", "<|eos|>")  # ids 0, 1, 2 in a trained BPE
 MIN_BPE_VOCAB = 256 + len(SPECIALS)  # the byte alphabet plus the specials

@@ -15,7 +15,7 @@ import lightning as L
 from data.data_params import DataParams
 from data.dataloader import LMDataModule
 from data.tokenizer import Tokenizer
-from train.errors import UserError
+from core.errors import UserError
 
 _BUILT_IN_INIT = ("task_data", "answer_sep_id", "datasets")  # what LMDataModule.__init__ derives from the data
 

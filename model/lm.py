@@ -9,21 +9,24 @@ Both are read from the activation cache (`run_with_cache`, hook names in docs/ho
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data.tokenizer import Tokenizer
 from model.hooks import NO_HOOK, Hook, HookFn, Hooks, NamesFilter
 from model.kv_cache import KVCache
 from model.model_params import ModelParams
 from model.objectives import objective_for
+from model.perplexity import perplexities as perplexities_of
 from model.positional import make_pos_encoding
 from model.sampling import beam_search, check_sampling_args, generate, is_batch_of_prefixes, prefix_ids
 from model.transformer.components import init_gpt2
 from model.transformer.transformer import Transformer
+
+if TYPE_CHECKING:  # a type only: model/ does not import data/ (tests/test_layering.py)
+    from data.tokenizer import Tokenizer
 
 warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")  # dim_ff_factor=0: attention-only
 
@@ -85,9 +88,7 @@ class LM(nn.Module):
         assert cond, msg
         if kv_cache is not None:  # x is only the new tokens; kv_cache.ids holds every token so far. An edit that
             kv_cache.add_ids(x)   # depends on the input (the seed's `attn_requests = 10 in x`) must test kv_cache.ids then
-        if hook is None and (get_embeddings or get_attns):
-            hook = Hooks(cache_filter=lambda n: (get_attns and n.endswith(".attn.hook_pattern")) or (get_embeddings and n.endswith(".hook_resid_post")), detach=False)
-        hook = hook if hook is not None else NO_HOOK
+        hook = hook if hook is not None else self._output_hook(get_embeddings, get_attns)
         positions = torch.arange(past, past + x.shape[1], device=x.device).unsqueeze(0).expand(x.shape[0], -1)
         h = self.drop(hook("hook_embed", self.embed(x)) + hook("hook_pos_embed", self.pos_enc(positions)))
         h = self.decoder(h, attn_requests=attn_requests, hook=hook, kv_cache=kv_cache, positions=positions)
@@ -96,6 +97,17 @@ class LM(nn.Module):
             kv_cache.advance(x.shape[1])
         if not (get_embeddings or get_attns):
             return logits
+        return self._with_outputs(logits, hook, get_embeddings, get_attns)
+
+    @staticmethod
+    def _output_hook(get_embeddings: bool, get_attns: bool) -> Any:
+        """The hook that caches what `get_embeddings` / `get_attns` ask for (a no-op when neither)."""
+        if not (get_embeddings or get_attns):
+            return NO_HOOK
+        return Hooks(cache_filter=lambda n: (get_attns and n.endswith(".attn.hook_pattern")) or (get_embeddings and n.endswith(".hook_resid_post")), detach=False)
+
+    def _with_outputs(self, logits: Tensor, hook: Any, get_embeddings: bool, get_attns: bool) -> dict[str, Tensor]:
+        """forward's dict: the logits with every block's residual stream and/or attention pattern stacked on dim 1."""
         out: dict[str, Tensor] = {"logits": logits}
         blocks = range(len(self.decoder.layers))
         if get_embeddings:
@@ -260,10 +272,8 @@ class LM(nn.Module):
         self, samples_or_dataloader: Any, per_token: bool = False, before_exp: bool = False, dummy_res: float = -1, batch_size: int = 32
     ) -> tuple[float, float, float, int, Tensor | list]:
         """→ mean, max, min, total_tokens, per_token_res (see model/perplexity.py)."""
-        from model.perplexity import perplexities
-
         self._refuse_without_tokens("perplexities")
-        return perplexities(self, samples_or_dataloader, per_token, before_exp, dummy_res, batch_size)
+        return perplexities_of(self, samples_or_dataloader, per_token, before_exp, dummy_res, batch_size)
 
 
 class ActivationCache(dict):

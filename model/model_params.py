@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model.registry import Choices
-from train.params_base import param
+from core.params_base import param
 
 # Keys that older configs and saved runs may hold, with what replaced them (one line each).
 REMOVED = {

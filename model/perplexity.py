@@ -11,10 +11,10 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from core.batch import mycollate
+
 
 def _batches(lm: Any, data: Any, batch_size: int) -> Iterator[dict[str, Tensor]]:
-    from data.dataloader import mycollate
-
     if isinstance(data, str):
         data = [data]
     if isinstance(data, (list, tuple)):

@@ -14,8 +14,9 @@ import math
 import torch
 from torch import nn
 
+from core.errors import UserError
 from model.model_params import ModelParams
-from model.registry import _runtime, pos_encoding
+from model.registry import _runtime, get, pos_encoding
 
 POS_ENCODINGS: dict[str, type[nn.Module]] = _runtime["pos_encoding"]  # the registry (model/registry.py)
 
@@ -95,8 +96,6 @@ class RandomPositionalEncoding(PositionalEncoding):
         super().__init__()
         self.max_posencs, self.max_seq_len = mp.max_posencs, mp.max_seq_len
         if mp.max_posencs < mp.max_seq_len:
-            from train.errors import UserError
-
             raise UserError(
                 f"pos_encoding='random' needs max_posencs >= max_seq_len (got {mp.max_posencs} < {mp.max_seq_len}); raise max_posencs"
             )
@@ -129,8 +128,6 @@ def rotary_dims(head_dim: int, frac: float) -> int:
     """How many of a head's dimensions rotate; refuses an odd count with one line."""
     n = head_dim * frac
     if n != int(n) or int(n) % 2 or n <= 0:
-        from train.errors import UserError
-
         raise UserError(f"pos_encoding='rotary' needs an even head dimension times rotary_frac "
                         f"(dim/n_heads = {head_dim}, rotary_frac={frac} gives {n:g} rotated dimensions)")
     return int(n)
@@ -187,6 +184,4 @@ class Rotary(nn.Module):
 
 
 def make_pos_encoding(mp: ModelParams) -> nn.Module:
-    from model.registry import get
-
     return get("pos_encoding", mp.pos_encoding)(mp)

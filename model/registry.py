@@ -20,6 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from core.errors import UserError
+
 KINDS = ("block", "attention", "mlp", "norm", "pos_encoding")
 MODEL_DIR = Path(__file__).resolve().parent
 
@@ -123,8 +125,6 @@ def get(kind: str, name: str) -> Any:
     if name not in _runtime[kind] and name in _declared()[kind]:
         importlib.import_module(_declared()[kind][name][0])
     if name not in _runtime[kind]:
-        from train.errors import UserError
-
         raise UserError(unknown_message(kind, name))
     return _runtime[kind][name]
 

@@ -136,15 +136,7 @@ def _beam_search(lm: Any, prefix: list[int], limit: int, beam_size: int, use_cac
         logits = lm(new if cache is not None else beams, kv_cache=cache)[:, -1]
         total = (torch.log_softmax(logits.float().cpu().double(), dim=-1) + scores[:, None]).flatten()
         top_scores, top_idx = total.topk(min(2 * beam_size, total.numel()))
-        n_vocab = logits.shape[-1]
-        keep: list[tuple[int, int, float]] = []  # (parent beam, token, score)
-        for rank, (s, i) in enumerate(zip(top_scores.tolist(), top_idx.tolist())):
-            parent, tok = divmod(i, n_vocab)
-            if tok == eos:
-                if rank < beam_size:
-                    finished.append((beams[parent].tolist() + [eos], s))
-            elif len(keep) < beam_size:
-                keep.append((parent, tok, s))
+        keep = _next_beams(beams, top_scores.tolist(), top_idx.tolist(), logits.shape[-1], eos, beam_size, finished)
         finished.sort(key=lambda f: -f[1])
         if not keep or (len(finished) >= beam_size and finished[beam_size - 1][1] >= keep[0][2]):
             beams = beams[:0]
@@ -158,6 +150,21 @@ def _beam_search(lm: Any, prefix: list[int], limit: int, beam_size: int, use_cac
     finished += [(b, s) for b, s in zip(beams.tolist(), scores.tolist())]  # reached the length limit
     finished.sort(key=lambda f: -f[1])
     return finished[:beam_size]
+
+
+def _next_beams(beams: Tensor, top_scores: list[float], top_idx: list[int], n_vocab: int, eos: int, beam_size: int,
+                finished: list[tuple[list[int], float]]) -> list[tuple[int, int, float]]:
+    """The best `beam_size` continuations (parent beam, token, score) that don't end; those that end with
+    eos among the top `beam_size` go to `finished`."""
+    keep: list[tuple[int, int, float]] = []
+    for rank, (s, i) in enumerate(zip(top_scores, top_idx)):
+        parent, tok = divmod(i, n_vocab)
+        if tok == eos:
+            if rank < beam_size:
+                finished.append((beams[parent].tolist() + [eos], s))
+        elif len(keep) < beam_size:
+            keep.append((parent, tok, s))
+    return keep
 
 
 @torch.no_grad()

@@ -52,7 +52,7 @@ def set_values(text: str, **values: object) -> str:
     is set in both; a key no dataclass knows (a task file's own setting) goes under DataParams.
     """
     from train.config import SECTIONS
-    from train.params_base import field_types
+    from core.params_base import field_types
 
     lines = text.strip().splitlines()
     for key, value in values.items():

@@ -28,8 +28,8 @@ from model.transformer.transformerencoderlayer import TransformerEncoderLayer
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-from train.errors import UserError
-from train.params_base import field_choices
+from core.errors import UserError
+from core.params_base import field_choices
 from train.saving import _params_from, load_run
 
 TOK = CharTokenizer("abcdefgh>")

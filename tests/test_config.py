@@ -6,7 +6,7 @@ import os
 import pytest
 
 from train.config import expand_config_file, load_runs
-from train.errors import UserError
+from core.errors import UserError
 
 
 def test_sweep_expands_to_cartesian_product(ws):

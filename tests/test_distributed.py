@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import tiny_config
 from train.distributed import Hardware, env_rank_zero, global_mean, plan_scaling, rank_seed
-from train.errors import UserError
+from core.errors import UserError
 from train.train_params import TrainParams
 
 CPU_BF16 = Hardware(n_gpus=0, cpu_bf16=True, cpu_count=4, cxx="/usr/bin/g++")

@@ -17,7 +17,7 @@ from model.lm import LM
 from tests.explorer_helpers import train_tiny_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-from train.errors import UserError
+from core.errors import UserError
 from train.evaluate import evaluate
 
 

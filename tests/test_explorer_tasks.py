@@ -19,7 +19,7 @@ import torch
 import model_explorer
 from data.saved_datamodule import SavedRunDataModule
 from tests.task_runs import KINDS, train_kind
-from train.errors import UserError
+from core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

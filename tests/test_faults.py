@@ -14,7 +14,7 @@ import torch
 from tests.conftest import REPO, Workspace
 from tests.test_resume import config, in_progress_dirs
 from train.checkpointing import load_checkpoint_safely
-from train.errors import UserError
+from core.errors import UserError
 from train.saving import load_run
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO, Workspace
 from train.config import SECTIONS
-from train.params_base import field_types
+from core.params_base import field_types
 from train.validate import field_problem, run_problem
 
 BASE = """# a valid config that every case below breaks in one way

@@ -17,7 +17,7 @@ import torch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 from tests.tiny_gpt2 import TEXTS, make_tiny_gpt2
-from train.errors import UserError
+from core.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 
 from tests.conftest import Workspace, tiny_config
 from tests.tiny_gpt2 import TEXTS, make_tiny_gpt2
-from train.errors import UserError
+from core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # reproducible CPU results (the resume test compares bitwise)
 BASE = tiny_config(n_layers=2)

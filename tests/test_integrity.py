@@ -21,7 +21,7 @@ from tests.conftest import Workspace, torch_threads
 from tests.test_locks import other_process, write_lock  # noqa: F401  (other_process is a fixture)
 from tests.test_resume import assert_same_run, config
 from train import checkpointing
-from train.errors import UserError
+from core.errors import UserError
 from train.integrity import content_checksum, sha256_file
 from train.report import build_report
 from train.saving import load_run

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO, Workspace
 from tests.test_resume import config, sub_env
-from train.errors import UserError
+from core.errors import UserError
 from train.locks import LOCK, RunLocks, claim_folder
 
 

@@ -8,7 +8,7 @@ from data.tokenizer import CharTokenizer
 from model.lm import LM
 from model.lora import adapter_state_dict, add_lora, load_adapter, merge
 from model.model_params import ModelParams
-from train.errors import UserError
+from core.errors import UserError
 from train.freeze import aliases, freeze, param_summary, select
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import model_explorer
 from tests.explorer_helpers import train_tiny_run
-from train.errors import UserError
+from core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

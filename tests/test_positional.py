@@ -12,7 +12,7 @@ from model.lm import LM
 from model.model_params import ModelParams
 from model.positional import POS_ENCODINGS, RandomPositionalEncoding, apply_rotary
 from tests.attention_edits import force_explicit
-from train.errors import UserError
+from core.errors import UserError
 from train.evaluate import evaluate
 
 TOK = CharTokenizer("abcdefgh>")
@@ -26,7 +26,7 @@ def model(arch: str, pe: str, **kw) -> LM:
 
 def test_every_documented_choice_is_registered():
     from model.model_params import ModelParams as MP
-    from train.params_base import field_choices
+    from core.params_base import field_choices
 
     assert set(field_choices(MP)["pos_encoding"]) == set(POS_ENCODINGS) == {*SHARED, "rotary"}
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.tiny_gpt2 import TEXTS, make_tiny_gpt2
-from train.errors import UserError
+from core.errors import UserError
 
 
 def test_get_hf_model_dispatches_on_model_type_and_iterates_checkpoints(tmp_path):

@@ -18,7 +18,7 @@ from tests.conftest import torch_threads
 from tests.explorer_helpers import TINY_RUN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-from train.errors import UserError
+from core.errors import UserError
 from train.report import write_config_report, write_report
 
 SWEEP = TINY_RUN.replace("dim=16", "dim=[16,24]").replace("lr=3e-3", "lr=[1e-3,3e-3]")

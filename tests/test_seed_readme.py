@@ -30,7 +30,7 @@ import torch
 from tests.explorer_helpers import train_tiny_run
 from tests.task_runs import config_text, write_text_task
 from tests.tiny_gpt2 import make_tiny_gpt2
-from train.errors import UserError
+from core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

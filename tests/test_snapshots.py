@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import model_explorer as me
 from tests.conftest import TINY, Workspace
-from train.errors import UserError
+from core.errors import UserError
 from train.snapshots import FOLDER, make_plan, planned_steps, thin_log_evenly
 from train.train_params import TrainParams
 

@@ -15,7 +15,7 @@ TASK_FILE = '''
 """double: the input, then '>' and the input repeated double_times times."""
 from data.syntheticdata import registered
 from data.task_registry import task_metric, task_settings
-from train.params_base import param
+from core.params_base import param
 
 
 @task_settings

@@ -17,7 +17,7 @@ from data.tasks.arith import (
     solution_steps,
     split_problem,
 )
-from train.errors import UserError
+from core.errors import UserError
 
 RICH = DataParams(max_num=30, max_ents=4, p_mult=0.4, max_mult_num=7, p_paren=0.4, p_ent=0.7, zipf_order=0.5)
 

@@ -14,7 +14,7 @@ from data.tasks.arith import final_answer_accuracy, split_problem
 from data.vector_input import VectorTokenizer
 from model.lm import LM
 from model.model_params import ModelParams
-from train.errors import UserError
+from core.errors import UserError
 from tests.conftest import torch_threads
 from train.task_metrics import task_val_stats
 

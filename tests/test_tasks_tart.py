@@ -14,7 +14,7 @@ from data.tasks.tart import (
     sigmoid,
     tart_splits,
 )
-from train.errors import UserError
+from core.errors import UserError
 
 
 def test_shapes_scale_and_labels():

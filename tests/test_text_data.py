@@ -14,7 +14,7 @@ from data import shakespeare as shk
 from data import token_cache
 from data.data_params import DataParams
 from data.tasks import TaskData, check_task, get_task_data, known_tasks
-from train.errors import UserError
+from core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 SPECIAL_TEXT = "naïve café — 日本語 🙂\n\tTabs,  double  spaces\r\n<odd> & 'quotes'\n\n\n   end "

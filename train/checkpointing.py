@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Sampler
 from data.dataloader import LMDataModule
 from train import lightning_compat
 from train.distributed import any_rank
-from train.errors import UserError
+from core.errors import UserError
 from train.integrity import accepted_hashes, verify_checkpoint_file
 from train.sharding import shard_for
 from train.resume import RunInterrupted, write_json_atomic

@@ -22,8 +22,8 @@ from typing import Any
 from data.data_params import DataParams
 from data.task_registry import settings_owner
 from model.model_params import ModelParams
-from train.errors import UserError
-from train.params_base import coerce, field_choices, field_types, type_name, value_matches
+from core.errors import UserError
+from core.params_base import coerce, field_choices, field_types, type_name, value_matches
 from train.train_params import TrainParams
 from train.validate import SECTIONS, field_problem, run_problem
 

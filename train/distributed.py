@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from train.errors import UserError
-from train.params_base import field_choices
+from core.errors import UserError
+from core.params_base import field_choices
 from train.train_params import TrainParams
 
 # Set by the launchers (torchrun, SLURM srun, Lightning's own re-launch of the command line, IBM jsrun).

@@ -1,9 +1,4 @@
-"""The one exception type that reaches the user as a single line (exit code 2).
+"""Old home of `UserError`, kept so task files and notebooks written against it still import; use core.errors."""
+from core.errors import UserError
 
-Anything a researcher can fix by editing a config or a flag raises `UserError`; `main.py`
-prints its message without a traceback. Bugs in the harness still raise normally.
-"""
-
-
-class UserError(Exception):
-    """A problem with the user's input, with a message that names the fix."""
+__all__ = ["UserError"]

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from torch import nn
 
-from train.errors import UserError
+from core.errors import UserError
 
 _LAYER = re.compile(r"^decoder\.layers\.(\d+)\.")
 

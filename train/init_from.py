@@ -33,7 +33,7 @@ from data.tokenizer import Tokenizer
 from model.lm import LM
 from model.model_params import ModelParams
 from train.config import RunConfig
-from train.errors import UserError
+from core.errors import UserError
 from train.freeze import aliases, freeze, select
 
 RECORD = "init_from.json"

@@ -16,7 +16,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from train.errors import UserError
+from core.errors import UserError
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 ALLOW_UNVERIFIED_FLAG = "--allow-unverified"

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train.errors import UserError
+from core.errors import UserError
 
 LOCK = ".lock"
 

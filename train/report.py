@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from train.errors import UserError
+from core.errors import UserError
 from train.integrity import read_json_dict, verify_files
 from train.saving import required_files
 

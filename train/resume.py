@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train.errors import UserError
+from core.errors import UserError
 from train.integrity import check_checksum, expect, read_json_dict, with_checksum
 
 STATE = "run_state.json"

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from train.errors import UserError
+from core.errors import UserError
 from train.integrity import expect, read_json_dict, sha256_file, verify_files
 
 MANIFEST = "manifest.json"
@@ -31,6 +31,11 @@ WEIGHTS = "model.safetensors"
 ADAPTER = "adapter.safetensors"  # a LoRA run's adapter, merged into its source's weights on load
 REQUIRED = (WEIGHTS, "tokenizer.json", "params.json", "train_stats.json", "results.json")  # a manifest must vouch for these
 INCOMPLETE, IN_PROGRESS = ".{}.incomplete", ".{}.in-progress"  # the two hidden names save_run swaps through
+
+
+def resolve_save_dir(path: str | Path | None = None) -> Path:
+    """The save dir: `path`, else $HARNESS_SAVE_DIR, else ../saved-models beside the repo (model_explorer's default too)."""
+    return Path(path or os.environ.get("HARNESS_SAVE_DIR") or Path(__file__).resolve().parent.parent.parent / "saved-models")
 
 
 def required_files(folder: Path) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from train.errors import UserError
+from core.errors import UserError
 from train.train_params import TrainParams
 
 PLATEAU_STAT = "stat/val_loss:main"

@@ -26,7 +26,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from train.errors import UserError
+from core.errors import UserError
 
 FOLDER = "checkpoints-over-training"
 INDEX = "index.json"

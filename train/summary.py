@@ -11,6 +11,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from train.saving import resolve_save_dir
+
 
 def fmt_value(name: str, value: Any) -> str:
     """Accuracies and exact-match shares as percentages, losses with 4 decimals."""
@@ -111,11 +113,9 @@ def path_lines(rc: Any, results: dict[str, Any], *, run_dir: Path | None, log_fo
 
 def load_call(run_dir: Path, timestamp: str | None, save_dir: Path) -> str:
     """The call that loads this run; names the save dir when model_explorer would not look there by default."""
-    import model_explorer
-
     if not timestamp:
         return f"lm, dataset, train_stats, params = model_explorer.get_model_by_path({json.dumps(str(run_dir))})"
-    where = "" if Path(save_dir).resolve() == model_explorer.resolve_save_dir().resolve() else f", save_dir={json.dumps(str(save_dir))}"
+    where = "" if Path(save_dir).resolve() == resolve_save_dir().resolve() else f", save_dir={json.dumps(str(save_dir))}"
     return f"lm, dataset, train_stats, params = model_explorer.get_model_by_timestamp({json.dumps(timestamp)}{where})"
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from train.params_base import INT_MAX, param
+from core.params_base import INT_MAX, param
 
 
 @dataclass

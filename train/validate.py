@@ -23,7 +23,7 @@ from typing import Any
 
 from data.data_params import DataParams
 from model.model_params import ModelParams
-from train.params_base import FLOAT_MAX, INT_MAX, SEED_MAX, Range, field_range
+from core.params_base import FLOAT_MAX, INT_MAX, SEED_MAX, Range, field_range
 from train.train_params import TrainParams
 
 SECTIONS: dict[str, type] = {"DataParams": DataParams, "TrainParams": TrainParams, "ModelParams": ModelParams}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from data.syntheticdata import SYNTHETIC_TASKS, generate_splits
-from train.errors import UserError
+from core.errors import UserError
 
 if TYPE_CHECKING:  # not at run time: data_params imports the task files, which import this
     from data.data_params import DataParams
@@ -48,6 +48,7 @@ def text_source(name: str) -> Callable[[TextSource], TextSource]:
 
 def _load_sources() -> None:
     """Every task file, and the named corpora (data/text_sources.py), registered."""
+    # function-level imports here and below break real cycles: task files, text_sources and custom_files import this module
     from data.task_registry import load_task_modules
 
     load_task_modules()

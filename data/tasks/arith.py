@@ -26,9 +26,10 @@ import random
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Union
 
+from core.errors import UserError
 from data.syntheticdata import registered
 from data.task_registry import task_metric, task_settings, task_summary
-from train.params_base import param
+from core.params_base import param
 
 if TYPE_CHECKING:
     from data.data_params import DataParams
@@ -69,8 +70,6 @@ def _number(rng: random.Random, top: int, zipf_order: float) -> int:
 
 
 def check_params(dp: DataParams) -> None:
-    from train.errors import UserError
-
     if dp.max_ents < 2:
         raise UserError(f"arith: max_ents must be >= 2 (got {dp.max_ents}); raise it")
     if dp.max_num < 0 or dp.max_mult_num < 0:

@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
+from core.errors import UserError
 from data.syntheticdata import registered
 from data.task_registry import task_settings, task_summary
-from train.params_base import param
+from core.params_base import param
 
 if TYPE_CHECKING:
     from data.data_params import DataParams
@@ -124,8 +125,6 @@ def _tables_for(random_: bool, n_states: int, n_obs: int, seed: int) -> HMMTable
 
 def hmm_tables(dp: DataParams) -> HMMTables:
     """The run's tables: the seed's fixed ones, or random ones from `hmm_table_seed`."""
-    from train.errors import UserError
-
     if dp.hmm_random_tables:
         if not 1 <= dp.hmm_n_states <= len(STATE_SYMBOLS) or not 1 <= dp.hmm_n_obs <= len(OBS_SYMBOLS):
             raise UserError(f"hmm_n_states and hmm_n_obs must be in 1..26 (got {dp.hmm_n_states}, {dp.hmm_n_obs}); lower them")
@@ -171,8 +170,6 @@ def parse_sample(text: str) -> tuple[list[int], list[int] | None]:
 
 
 def _check_lengths(dp: DataParams) -> None:
-    from train.errors import UserError
-
     if not 1 <= dp.min_len <= dp.max_len:
         raise UserError(f"HMM tasks need 1 <= min_len <= max_len (got {dp.min_len}, {dp.max_len}); fix them in DataParams")
 

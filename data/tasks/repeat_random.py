@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from data.syntheticdata import registered
 from data.task_registry import task_settings
 from data.tasks.basic import _random_input
-from train.params_base import param
+from core.params_base import param
 
 if TYPE_CHECKING:
     from data.data_params import DataParams

@@ -25,9 +25,10 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.errors import UserError
 from data.task_registry import task_settings, task_summary
 from data.tasks import TaskData, text_source
-from train.params_base import param
+from core.params_base import param
 
 if TYPE_CHECKING:
     import numpy as np
@@ -79,8 +80,6 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def check_params(dp: DataParams) -> None:
-    from train.errors import UserError
-
     if dp.n_positions < 1 or dp.n_dims < 1:
         raise UserError(f"tart: n_positions and n_dims must be >= 1 (got {dp.n_positions}, {dp.n_dims})")
     if dp.weight_multiplier <= 0 or (dp.variable_noise and dp.weight_multiplier < 1):

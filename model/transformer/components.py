@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.hooks import NO_HOOK, Hook
-from model.registry import mlp, norm
+from model.registry import get, mlp, norm
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "gelu_tanh": partial(F.gelu, approximate="tanh")}
 
@@ -89,8 +89,6 @@ def swiglu_hidden(dim: int, factor: int, multiple: int = 8) -> int:
 
 def build(kind: str, name: str, mp: Any, **kw: Any) -> nn.Module:
     """An instance of the registered component `name` of `kind`."""
-    from model.registry import get
-
     return get(kind, name)(mp, **kw)
 
 

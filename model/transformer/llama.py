@@ -11,6 +11,7 @@ sampling and saving all come from the harness, which is what "add a block" looks
 """
 from __future__ import annotations
 
+from core.errors import UserError
 from model.model_params import ModelParams
 from model.registry import block
 from model.transformer.transformerencoderlayer import TransformerEncoderLayer
@@ -27,7 +28,5 @@ class LlamaBlock(TransformerEncoderLayer):
 
     def __init__(self, mp: ModelParams):
         if mp.pos_encoding != "rotary":
-            from train.errors import UserError
-
             raise UserError(f"layer_architecture='llama' uses rotary positions; set pos_encoding='rotary' (got {mp.pos_encoding!r})")
         super().__init__(mp)

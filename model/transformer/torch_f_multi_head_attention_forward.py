@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.functional import softmax
 
+from core.errors import UserError
 from model.hooks import NO_HOOK, Hook
 from model.kv_cache import LayerKV
 from model.registry import attention
@@ -156,8 +157,6 @@ class MultiheadSelfAttention(nn.Module):
         self.n_heads = mp.n_heads
         self.n_kv_heads = mp.n_kv_heads or mp.n_heads
         if self.n_heads % self.n_kv_heads:
-            from train.errors import UserError
-
             raise UserError(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads} (each key/value head serves a group of query heads)")
         self.head_dim = mp.dim // mp.n_heads
         self.dropout = mp.dropout

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.errors import UserError
 from model.hooks import NO_HOOK, Hook
 from model.kv_cache import LayerKV
 from model.model_params import ModelParams
@@ -62,8 +63,6 @@ class TorchTransformerLayer(nn.TransformerEncoderLayer, Block):
 
 
 def refuse_unsupported(mp: ModelParams) -> None:
-    from train.errors import UserError
-
     if get("pos_encoding", mp.pos_encoding).qk_rotation(mp, mp.dim // mp.n_heads) is not None:
         raise UserError(f"pos_encoding={mp.pos_encoding!r} rotates queries and keys inside our attention; torch's layer has its own, "
                         f"so set layer_architecture='custom-transformer' (or 'llama') instead of 'torch-transformer'")
