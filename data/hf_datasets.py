@@ -12,20 +12,14 @@ tests run it on a `Dataset` built in memory.
 """
 from __future__ import annotations
 
-import os
 import re
-import socket
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
-from urllib.parse import urlparse
+from typing import Any, Mapping
 
 from data.data_params import DataParams
 from data.tasks import TaskData
+from core import hub
 from core.errors import UserError
-
-HUB_CHECK_TIMEOUT_S = 3.0
-TRUE_VALUES = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -49,40 +43,6 @@ HF_TASKS: dict[str, HFSpec] = {
 SPLIT_ALIASES = {"train": ("train",), "val": ("validation", "valid", "val", "dev"), "test": ("test",)}
 
 
-# --- reaching the hub ---------------------------------------------------------------------
-def hub_reachable(timeout: float = HUB_CHECK_TIMEOUT_S) -> bool:
-    """False when offline mode is set or a TCP connection to the hub endpoint fails quickly."""
-    if any(os.environ.get(v, "").lower() in TRUE_VALUES for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return False
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # can't test through a proxy cheaply; let the library try
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def hub_offline() -> Iterator[None]:
-    """Switch huggingface_hub / datasets to offline mode (local cache only) for a block."""
-    import datasets.config as dconf
-    import huggingface_hub.constants as hconst
-
-    targets = [(hconst, "HF_HUB_OFFLINE"), (dconf, "HF_HUB_OFFLINE"), (dconf, "HF_DATASETS_OFFLINE")]
-    saved = [(mod, attr, getattr(mod, attr)) for mod, attr in targets if hasattr(mod, attr)]
-    try:
-        for mod, attr, _ in saved:
-            setattr(mod, attr, True)
-        yield
-    finally:
-        for mod, attr, value in saved:
-            setattr(mod, attr, value)
-
-
 def local_data_hint(task: str) -> str:
     from data.custom_files import describe_data_folder
 
@@ -99,9 +59,8 @@ def load_hub_dataset(task: str, spec: HFSpec) -> Any:
     """`datasets.load_dataset(spec.path, spec.name)`, failing fast with a UserError offline."""
     import datasets
 
-    online = hub_reachable()
     try:
-        with nullcontext() if online else hub_offline():
+        with hub.reach() as online:
             return datasets.load_dataset(spec.path, spec.name)
     except Exception as e:  # the library raises many types (ConnectionError, DatasetNotFoundError, ...)
         if online:

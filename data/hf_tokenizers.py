@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import re
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
 from data.data_params import DataParams
 from data.tokenizer import Tokenizer, register_tokenizer
+from core import hub
 from core.errors import UserError
 
 SPECIALS = ("<|pad|>", "<|bos|>", "<|eos|>")  # ids 0, 1, 2 in a trained BPE
@@ -134,20 +134,16 @@ class PretrainedTokenizer(HFTokenizer):
     @classmethod
     def load(cls, name_or_path: str) -> "PretrainedTokenizer":
         """Load by hub name or local folder; offline, only local folders and the HF cache work."""
-        from data.hf_datasets import hub_offline, hub_reachable
-
-        local = Path(name_or_path).expanduser().is_dir()
-        online = local or hub_reachable()
+        local = online = hub.is_local(name_or_path)
         try:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy: only when a pretrained tokenizer is asked for
 
-            with nullcontext() if online else hub_offline():
+            with hub.reach(local) as online:
                 hf = AutoTokenizer.from_pretrained(str(Path(name_or_path).expanduser()) if local else name_or_path,
                                                    local_files_only=not online)
         except Exception as e:
-            where = "the local folder" if local else ("the Hugging Face hub" if online else "the local HF cache (the hub is unreachable)")
             raise UserError(
-                f"tokenizer {name_or_path!r}: could not load it from {where} ({type(e).__name__}); use 'char', 'bpe', "
+                f"tokenizer {name_or_path!r}: could not load it from {hub.where(local, online)} ({type(e).__name__}); use 'char', 'bpe', "
                 "a tokenizer name on the hub, or a folder written by save_pretrained"
             ) from None
         return cls.from_hf(hf, name=name_or_path)

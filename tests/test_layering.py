@@ -19,11 +19,7 @@ FORBIDDEN = {
     "train": SCRIPTS,
 }
 # "file": {packages it may import against the rule}, each with why. Keep it short.
-ALLOWED = {
-    # init_from=<HF model>: the HF → LM conversion lives in pretrained.py (a top-level script that
-    # also serves notebooks); moving it into model/ would let this entry go.
-    "train/init_from.py": {"pretrained"},
-}
+ALLOWED: dict[str, set[str]] = {}
 
 
 def _type_checking(node: ast.If) -> bool:

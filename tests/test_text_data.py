@@ -289,7 +289,7 @@ def test_gpt2_name_takes_the_same_path(tmp_path, monkeypatch):
     """'gpt2' goes through AutoTokenizer.from_pretrained like a folder; offline it's a one-line error."""
     import transformers
 
-    from data import hf_datasets
+    from core import hub
     from data.hf_tokenizers import make_hf_tokenizer
 
     folder = save_tiny_gpt2_tokenizer(tmp_path / "tiny-gpt2")
@@ -301,12 +301,12 @@ def test_gpt2_name_takes_the_same_path(tmp_path, monkeypatch):
         return real(folder)  # stand-in for the hub's gpt2
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_from_pretrained)
-    monkeypatch.setattr(hf_datasets, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
     tok = make_hf_tokenizer(DataParams(tokenizer="gpt2"), [])
     assert calls == [("gpt2", {"local_files_only": False})] and tok.name == "gpt2"
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", real)
-    monkeypatch.setattr(hf_datasets, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
     with pytest.raises(UserError) as e:
         make_hf_tokenizer(DataParams(tokenizer="gpt2"), [])
     assert "gpt2" in str(e.value) and "unreachable" in str(e.value) and "\n" not in str(e.value)
@@ -364,9 +364,9 @@ def test_dataset_without_needed_split_or_column_is_a_user_error():
 
 
 def test_ptb_offline_is_one_clear_line(monkeypatch):
-    from data import hf_datasets
+    from core import hub
 
-    monkeypatch.setattr(hf_datasets, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
     monkeypatch.delenv("HARNESS_DATA_PATH", raising=False)
     with pytest.raises(UserError) as e:
         get_task_data(DataParams(task="ptb"), 0)
@@ -386,9 +386,9 @@ def test_ptb_uses_a_local_folder_before_the_hub(data_dir, monkeypatch):
 
 
 def test_main_task_ptb_offline_exits_2_with_one_line(ws, monkeypatch, capsys):
-    from data import hf_datasets
+    from core import hub
 
-    monkeypatch.setattr(hf_datasets, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
     monkeypatch.delenv("HARNESS_DATA_PATH", raising=False)
     ws.write_config("tiny")
     assert ws.main("--config=tiny", "--task=ptb", "--no-wandb", "--save") == 2

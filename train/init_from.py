@@ -35,6 +35,7 @@ from model.model_params import ModelParams
 from train.config import RunConfig
 from core.errors import UserError
 from train.freeze import aliases, freeze, select
+from train.hf_models import get_hf_model
 
 RECORD = "init_from.json"
 FINAL = "final"
@@ -143,8 +144,6 @@ def _run_source(spec: str, run_dir: Path, checkpoint: str) -> Source:
 
 
 def _hf_source(spec: str, name: str, checkpoint: str, local: bool) -> Source:
-    from pretrained import get_hf_model
-
     revision = None if checkpoint == FINAL else checkpoint
     if local and revision is not None:
         raise UserError(f"init_from={spec!r}: a local folder has no revisions; drop '@{checkpoint}'")
