@@ -58,3 +58,24 @@ def test_clipping_by_the_guards_norms_equals_torchs_clip_grad_norm():
     CheckedGradNorms.keep(holder, params, grad_norms([p.grad for p in params]))
     params[0].grad = params[0].grad.clone()  # other gradients than the ones measured: not reused
     assert CheckedGradNorms.take(holder, params) is None
+
+
+def test_the_guard_lists_the_parameters_once_per_fit_not_every_step(monkeypatch):
+    """The module tree is walked at on_train_start; each step reuses that list (and still finds a NaN)."""
+    import types
+
+    import pytest
+
+    from train.guards import NonFiniteError, NonFiniteGuard
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    module(torch.ones(1, 3)).sum().backward()
+    trainer = types.SimpleNamespace(precision="32-true", strategy=None, global_step=0, current_epoch=0,
+                                    fit_loop=types.SimpleNamespace(epoch_loop=types.SimpleNamespace(batch_idx=0)))
+    guard = NonFiniteGuard()
+    guard.on_train_start(trainer, module)
+    monkeypatch.setattr(module, "named_parameters", lambda *a, **k: pytest.fail("walked the module tree in a step"))
+    guard.on_before_optimizer_step(trainer, module, None)
+    module[1].weight.grad[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"gradient of 1\.weight"):
+        guard.on_before_optimizer_step(trainer, module, None)
