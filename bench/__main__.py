@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", dest="compile_contenders", action="store_true", default=None, help="also time torch.compile'd bare loop and reference (default on cuda)")
     p.add_argument("--no-compile", dest="compile_contenders", action="store_false", help="skip the torch.compile variants")
     p.add_argument("--peak-tflops", type=float, default=None, help="GPU peak for MFU (default: looked up from the GPU name)")
-    p.add_argument("--notes", default=str(REPO / "bench" / "NOTES.md"), help="markdown appended to the report (the analysis of the figures)")
+    p.add_argument("--notes", default=str(REPO / "bench" / "NOTES.md"), help="a markdown FILE appended to the report (the analysis of the figures)")
+    p.add_argument("--conditions", default="", help="one line on the machine's state while measuring (e.g. 'idle', 'shared with the test suite'), shown in the report")
     return p
 
 
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             print(f"error: unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
             return 2
+    if not args.quick and not Path(args.notes).is_file():  # the analysis would be dropped without a word
+        print(f"error: --notes {args.notes!r} is not a file; it names the markdown appended to the report (default bench/NOTES.md); "
+              "describe the machine's state with --conditions TEXT", file=sys.stderr)
+        return 2
     precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load_start = os.getloadavg()
     machine = report.machine_info(s)
+    if args.conditions:
+        machine["conditions"] = args.conditions
     print(f"bench: {', '.join(s.sections)} on {machine['device']} ({machine.get('gpu') or machine['cpu']}), {precision}, "
           f"{threads} threads, torch {machine['torch']}; load average {load_start[0]:.2f}", flush=True)
     results: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds")}

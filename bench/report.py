@@ -135,6 +135,8 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
     L += [f"| software | Python {machine['python']}, torch {machine['torch']}, lightning {machine['lightning']}, transformers {machine.get('transformers')} |"]
     L += [f"| threads | `torch.set_num_threads({machine['threads']})` for every contender |"]
     L += [f"| device, precision | {machine['device']}, {machine['precision']} |"]
+    if machine.get("conditions"):
+        L += [f"| conditions | {machine['conditions']} |"]
     L += [f"| load average (1 min) | {load['start'][0]:.2f} at start, {load['end'][0]:.2f} at end ({machine['cpu_count']} cores; other work was running when this exceeds ~0.5) |", ""]
 
     tp = results.get("throughput")

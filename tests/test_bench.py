@@ -14,7 +14,7 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
     docs = [REPO / "docs" / n for n in ("benchmarks.md", "benchmarks.json")]
     before = {p: p.stat().st_mtime_ns if p.exists() else None for p in docs}
     out = tmp_path / "bench"
-    res = subprocess.run([sys.executable, "-m", "bench", "--quick", "--threads", "1", "--out", str(out)],
+    res = subprocess.run([sys.executable, "-m", "bench", "--quick", "--threads", "1", "--out", str(out), "--conditions", "a test's tiny run"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     payload = json.loads((out / "benchmarks.json").read_text())
@@ -52,6 +52,7 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
     md = (out / "benchmarks.md").read_text()
     for heading in ("## Training throughput", "## Sampling speed", "## Start-up", "## Cost of the training-health stats", "a/c", "a/d", "python -m bench --quick"):
         assert heading in md
+    assert "| conditions | a test's tiny run |" in md  # the machine's state, as told
     assert "bench summary" in res.stdout
     assert {p: p.stat().st_mtime_ns if p.exists() else None for p in docs} == before  # docs/ untouched
 
@@ -78,3 +79,11 @@ def test_quality_scorer_takes_a_shorter_last_window():
     ids = [torch.as_tensor(w) for w in windows]
     want = torch.cat([F.cross_entropy(table[w[:-1]], w[1:], reduction="none") for w in ids]).mean()
     assert abs(got - float(want)) < 1e-6
+
+
+def test_bench_refuses_notes_that_are_not_a_file(tmp_path):
+    """`--notes` names the analysis file; text given there would silently drop the analysis from the report."""
+    res = subprocess.run([sys.executable, "-m", "bench", "--notes", "idle machine", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and not any(tmp_path.iterdir())
+    assert "'idle machine' is not a file" in res.stderr and "--conditions" in res.stderr
