@@ -164,7 +164,7 @@ def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None
     """
     import torch
 
-    from data.tokenizer import tokenizer_from_json
+    from data.tokenizer_kinds import tokenizer_from_json
     from train.evaluate import evaluate
 
     path = _run_path(timestamp, save_dir)

@@ -1,7 +1,7 @@
 """A saved run is a folder of plain files — no pickle anywhere:
 
     model.safetensors   weights (a LoRA run: adapter.safetensors + init_from.json, see train/init_from.py)
-    tokenizer.json      the tokenizer, restored exactly by data.tokenizer.load_tokenizer
+    tokenizer.json      the tokenizer, restored exactly by data.tokenizer_kinds.load_tokenizer
     params.json         {"data": ..., "train": ..., "model": ..., "seed": ..., "config_name": ...}
     train_stats.json    {name: [[step, n_samples, counter, value], ...]}
     results.json        final val statistics (val loss first), parameter count, wall time
@@ -281,7 +281,7 @@ def load_lm(run_dir: str | Path, verify: bool = True) -> tuple[Any, dict[str, An
     from safetensors.torch import load_model
 
     from data.data_params import DataParams
-    from data.tokenizer import load_tokenizer
+    from data.tokenizer_kinds import load_tokenizer
     from model.lm import LM
     from model.model_params import ModelParams
     from train.config import check_run_values
