@@ -460,7 +460,7 @@ def test_custom_task_builds_datamodule_padded_or_packed(data_dir):
 def test_custom_task_trains_through_main_and_reloads(ws, data_dir, tokenizer):
     from tests.conftest import TINY
 
-    from train.saving import load_run
+    from train.loading import load_run
 
     write_lines(data_dir / "greetings" / "data.txt", [f"hello {w} number {i}" for i in range(60) for w in ("world", "there")])
     text = TINY.replace('task="copy"', f'task="greetings"\ntokenizer="{tokenizer}"\nbpe_vocab_size=280')
