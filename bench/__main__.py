@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = notes_path.read_text() if notes_path.is_file() and not args.quick else ""
     md = report.markdown(results, s.as_dict(), machine, command, load, notes)
     payload = {"command": command, "machine": machine, "load_average": load, "settings": s.as_dict(), "ratios": report.ratios(results),
-               "ratios_cpu_time": report.cpu_ratios(results), "results": results}
+               "ratios_cpu_time": report.cpu_ratios(results),
+               "ratios_cpu_time_by_round": report.round_ratios(results, s.n_windows), "results": results}
     md_path, json_path = report.write(out, stem, payload, md)
     print(report.compact_table(results))
     print(f"wrote {md_path} and {json_path}")

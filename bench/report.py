@@ -91,6 +91,26 @@ def ratios(results: dict[str, Any], rate: str = "tokens_per_s") -> dict[str, flo
     return out
 
 
+def round_ratios(results: dict[str, Any], n_windows: int) -> dict[str, list[float]]:
+    """Each throughput ratio per interleaved round (medians of that round's CPU-time windows): how far
+    the machine moved the figure between rounds, i.e. how much a miss or a margin of a few % means."""
+    import statistics
+
+    thr = results.get("throughput", {})
+    out: dict[str, list[float]] = {}
+    for suffix, block in (("", thr), ("@big", thr.get("big_batch") or {})):
+        win = block.get("cpu_windows", {})
+        per = {k: [statistics.median(v[i:i + n_windows]) for i in range(0, len(v) - n_windows + 1, n_windows)] for k, v in win.items() if v}
+        for k, layer in thr.get("layers", {}).items():
+            if k in per:
+                per[{"torch-transformer": "torch", "custom-transformer": "custom"}.get(layer, layer)] = per[k]
+        for r in THROUGHPUT_RATIOS:
+            x, y = r.split("/")
+            if per.get(x) and per.get(y) and len(per[x]) == len(per[y]):
+                out[r + suffix] = [a / b for a, b in zip(per[x], per[y])]
+    return out
+
+
 def cpu_ratios(results: dict[str, Any]) -> dict[str, float]:
     """The same ratios from process CPU time (steadier than the wall clock on a shared machine)."""
     return ratios(results, "tokens_per_cpu_s")
@@ -148,15 +168,17 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
             L += ["| contender | tokens/s | ms/step | tokens per CPU-s |", "| --- | ---: | ---: | ---: |"]
             for k, v in big["tokens_per_s"].items():
                 L += [f"| ({k}) {tp['names'][k]} | {_f(v)} | {_f(1000 * big['tokens_per_step'] / v, 1)} | {_f(big['tokens_per_cpu_s'].get(k, float('nan')))} |"]
-        cr = cpu_ratios(results)
-        L += ["", "| ratio | measured (wall) | measured (CPU time) | goal | met |", "| --- | ---: | ---: | ---: | --- |"]
+        cr, rr = cpu_ratios(results), round_ratios(results, settings["n_windows"])
+        L += ["", "| ratio | measured (wall) | measured (CPU time) | each round (CPU time) | goal | met |", "| --- | ---: | ---: | ---: | ---: | --- |"]
         for k in (*THROUGHPUT_RATIOS, "a/c@big", "a/d@big"):
             if k in r:
                 desc, goal = GOALS[k]
                 at = f" at batch {big['batch_size']}" if k.endswith("@big") else f" at batch {size['batch_size']}"
                 met = _met(cr.get(k, r[k]) >= goal) if goal else ""
-                L += [f"| {k.replace('@big', '')}: {desc}{at} | {r[k]:.3f} | {cr.get(k, float('nan')):.3f} | {f'≥ {goal}' if goal else ''} | {met} |"]
-        L += ["", "Goals are judged on the CPU-time ratio (the steadier of the two on a shared machine).", ""]
+                rounds = ", ".join(f"{x:.3f}" for x in rr.get(k, []))
+                L += [f"| {k.replace('@big', '')}: {desc}{at} | {r[k]:.3f} | {cr.get(k, float('nan')):.3f} | {rounds} | {f'≥ {goal}' if goal else ''} | {met} |"]
+        L += ["", "Goals are judged on the CPU-time ratio (the steadier of the two on a shared machine); the spread of "
+              "a ratio over the rounds says how much of a miss or a margin the machine's drift could make.", ""]
 
     q = results.get("quality")
     if q:

@@ -43,7 +43,7 @@ class BenchSettings:
     warmup_steps: int = 15  # steps before the first timed window (allocator, caches, first-step costs)
     window_steps: int = 20  # steps per timed window
     n_windows: int = 5  # timed windows per contender per round
-    rounds: int = 2  # contenders run a, b, c, d, a, b, c, d, ... so load drift hits all alike
+    rounds: int = 3  # contenders run a, b, c, d, a, b, c, d, ... so load drift hits all alike (per-round ratios show how much)
     compile_contenders: bool = False  # also time torch.compile variants of (a), (c) and (d)
     big_batch_factor: int = 4  # also time (a), (c), (d) at this many times the batch, interleaved (0 = skip): is the overhead per step?
     # quality: nanoGPT baby GPT, 2000 iterations

@@ -42,6 +42,11 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
         assert math.isfinite(value) and value > 0
     assert set(payload["ratios_cpu_time"]) >= {"a/c", "a/d", "custom/torch", "a/c@big", "a/d@big", "a+snap/a", "kv/recompute@b1", "ours/hf@b8"}
     assert payload["ratios_cpu_time"]["a/d@big"] == big["tokens_per_cpu_s"]["a"] / big["tokens_per_cpu_s"]["d"]
+    by_round, n = payload["ratios_cpu_time_by_round"]["a/d"], payload["settings"]["n_windows"]  # one ratio per interleaved round
+    import statistics
+
+    first = statistics.median(thr["cpu_windows"]["a"][:n]) / statistics.median(thr["cpu_windows"]["d"][:n])
+    assert len(by_round) == payload["settings"]["rounds"] and by_round[0] == first
     assert payload["machine"]["threads"] == 1
 
     md = (out / "benchmarks.md").read_text()

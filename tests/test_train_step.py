@@ -58,3 +58,48 @@ def test_clipping_by_the_guards_norms_equals_torchs_clip_grad_norm():
     CheckedGradNorms.keep(holder, params, grad_norms([p.grad for p in params]))
     params[0].grad = params[0].grad.clone()  # other gradients than the ones measured: not reused
     assert CheckedGradNorms.take(holder, params) is None
+
+
+def test_the_guard_lists_the_parameters_once_per_fit_not_every_step(monkeypatch):
+    """The module tree is walked at on_train_start; each step reuses that list (and still finds a NaN)."""
+    import types
+
+    import pytest
+
+    from train.guards import NonFiniteError, NonFiniteGuard
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    module(torch.ones(1, 3)).sum().backward()
+    trainer = types.SimpleNamespace(precision="32-true", strategy=None, global_step=0, current_epoch=0,
+                                    fit_loop=types.SimpleNamespace(epoch_loop=types.SimpleNamespace(batch_idx=0)))
+    guard = NonFiniteGuard()
+    guard.on_train_start(trainer, module)
+    monkeypatch.setattr(module, "named_parameters", lambda *a, **k: pytest.fail("walked the module tree in a step"))
+    guard.on_before_optimizer_step(trainer, module, None)
+    module[1].weight.grad[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"gradient of 1\.weight"):
+        guard.on_before_optimizer_step(trainer, module, None)
+
+
+def test_clipping_skips_the_multiply_exactly_when_torch_would_multiply_by_one(monkeypatch):
+    """Below the threshold the gradients are untouched and no pass over them runs; above it they equal torch's."""
+    from train.guards import clip_by_total_norm, grad_norms
+
+    torch.manual_seed(0)
+    muls = []
+    real_mul = torch._foreach_mul_
+    monkeypatch.setattr(torch, "_foreach_mul_", lambda *a, **k: (muls.append(1), real_mul(*a, **k))[1])
+    for scale, clips in ((1e-3, False), (10.0, True)):
+        muls.clear()
+        params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+        for p in params:
+            p.grad = torch.randn_like(p) * scale
+        ref = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        for rp, p in zip(ref, params):
+            rp.grad = p.grad.clone()
+        torch.nn.utils.clip_grad_norm_(ref, 1.0)
+        muls.clear()
+        total = torch.linalg.vector_norm(grad_norms([p.grad for p in params]))
+        assert clip_by_total_norm(params, 1.0, total) is clips
+        assert bool(muls) is clips
+        assert all(torch.equal(p.grad, rp.grad) if not clips else torch.allclose(p.grad, rp.grad, rtol=1e-6) for p, rp in zip(params, ref))

@@ -22,7 +22,7 @@ from model.lm import LM
 from train import lightning_compat
 from train.distributed import global_mean, is_fsdp, plain_param_name, training_losses
 from train.evaluate import accumulate
-from train.guards import CheckedGradNorms
+from train.guards import CheckedGradNorms, clip_by_total_norm
 from train.schedules import lr_factor, scheduler_config, step_plateau  # noqa: F401  (lr_factor: the schedules' shape, imported by tests)
 from train.task_metrics import task_val_stats
 from train.train_params import TrainParams
@@ -224,7 +224,7 @@ class LMTrainer(L.LightningModule):
         total = CheckedGradNorms.take(self, params)  # the non-finite guard's norms of these gradients, if any
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
             if total is not None:  # clip by them: no second norm pass
-                torch.nn.utils.clip_grads_with_norm_([p for p in params if p.grad is not None], gradient_clip_val, total)
+                clip_by_total_norm(params, gradient_clip_val, total)
                 return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
