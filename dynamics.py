@@ -42,7 +42,8 @@ def load_checkpoint(run_dir: str | Path, checkpoint: Checkpoint = "final", verif
     `lm.n_samples_seen` says when those weights were taken (titles of the plots below use it).
     `train_stats` is the whole run's, whichever checkpoint is loaded.
     """
-    from train.saving import WEIGHTS, load_run
+    from train.loading import load_run
+    from train.saving import WEIGHTS
 
     run_dir = Path(run_dir)
     path = checkpoint_file(run_dir, checkpoint)  # an unknown id stops here, naming the ones that exist
@@ -82,7 +83,7 @@ class RunCheckpoints:
     """
 
     def __init__(self, run_dir: str | Path, verify: bool = True, only: Sequence[int] | None = None):
-        from train.saving import load_run
+        from train.loading import load_run
 
         self.run_dir = Path(run_dir)
         ids = _ids(self.run_dir)

@@ -152,7 +152,7 @@ def parse_gpu_ids(value: str | None) -> list[int] | None:
 
 def expand_runs(args: argparse.Namespace) -> list[RunConfig]:
     runs = load_runs(args.config, Path(args.configs_dir), task=args.task)
-    from data.tasks import check_task
+    from data.task_resolver import check_task
 
     for task in dict.fromkeys(r.data.task for r in runs):
         check_task(task)

@@ -67,7 +67,7 @@ class SavedRun:
 
 def list_runs(save_dir: str | Path | None = None) -> list[SavedRun]:
     """Every complete saved run under the save dir, oldest first."""
-    from train.report import find_run_dirs
+    from train.saving import find_run_dirs
 
     root = resolve_save_dir(save_dir)
     if not root.is_dir():
@@ -121,7 +121,7 @@ def get_model_by_path(path: str | Path, verify: bool = True, checkpoint: int | s
     `checkpoint`: the weights after that many training samples (see `checkpoint_ids`) or "final";
     None = the final weights, as saved. Checkpoints over training: dynamics.py, docs/dynamics.md.
     """
-    from train.saving import load_run
+    from train.loading import load_run
 
     path = Path(path)
     if not (path / "params.json").is_file():
@@ -164,7 +164,7 @@ def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None
     """
     import torch
 
-    from data.tokenizer import tokenizer_from_json
+    from data.tokenizer_kinds import tokenizer_from_json
     from train.evaluate import evaluate
 
     path = _run_path(timestamp, save_dir)

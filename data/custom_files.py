@@ -100,6 +100,14 @@ def carve(lines: list[str], fractions: dict[str, float], seed: int) -> dict[str,
     return out
 
 
+def check_fractions(val_fraction: float, test_fraction: float, task: str) -> None:
+    if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise UserError(
+            f"task {task!r}: val_fraction={val_fraction} and test_fraction={test_fraction} must satisfy "
+            "0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 (DataParams)"
+        )
+
+
 def load_custom_task(dp: DataParams, seed: int, default_pack: bool = False, task: str | None = None) -> TaskData:
     """Read `<data folder>/<task>/` into a TaskData (see the module doc for the layout)."""
     task = task or dp.task
@@ -113,8 +121,6 @@ def load_custom_task(dp: DataParams, seed: int, default_pack: bool = False, task
 
 def _read_splits(dp: DataParams, task: str, d: Path) -> dict[str, list[str]]:
     """train/val/test lines: from their own files, else val and test carved out of train.txt / data.txt."""
-    from data.shakespeare import check_fractions
-
     files = {s: d / f"{s}.txt" for s in SPLIT_FILES}
     source = files["train"] if files["train"].is_file() else d / "data.txt"
     lines = read_lines(source)

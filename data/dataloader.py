@@ -16,8 +16,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.data_params import DataParams  # noqa: F401  (the seed imports it from here)
+from data.hf_tokenizers import make_hf_tokenizer
 from data.syntheticdata import SYNTHETIC_TASKS
-from data.tasks import TaskData, get_task_data
+from data.task_resolver import get_task_data
+from data.tasks import TaskData
 from data.token_cache import encode_cached, split_docs
 from data.tokenizer import CharTokenizer, Tokenizer
 from core.batch import mycollate  # noqa: F401  (the seed README imports it from here)
@@ -93,8 +95,6 @@ def make_tokenizer(dp: DataParams, task_data: TaskData) -> Tokenizer:
     if dp.tokenizer == "char":
         texts = [t for split in task_data.splits.values() for t in split]
         return CharTokenizer.from_texts(texts)
-    from data.hf_tokenizers import make_hf_tokenizer
-
     return make_hf_tokenizer(dp, task_data.splits["train"])
 
 

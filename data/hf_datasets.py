@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from data.custom_files import custom_task_dir, describe_data_folder, load_custom_task
 from data.data_params import DataParams
 from data.tasks import TaskData
 from core import hub
@@ -44,8 +45,6 @@ SPLIT_ALIASES = {"train": ("train",), "val": ("validation", "valid", "val", "dev
 
 
 def local_data_hint(task: str) -> str:
-    from data.custom_files import describe_data_folder
-
     return (f"to train offline, put train.txt, val.txt, test.txt (one document per line) or data.txt into "
             f"a folder {task}/ inside your data folder, named by {describe_data_folder()}")
 
@@ -120,8 +119,6 @@ def dataset_to_splits(dsd: Mapping[str, Any], column: str, docs: str = "lines") 
 
 def load_hf_task(dp: DataParams, seed: int, task: str) -> TaskData:
     """A local custom folder named like the task wins; else the hub (or the HF cache)."""
-    from data.custom_files import custom_task_dir, load_custom_task
-
     spec = HF_TASKS[task]
     pack = dp.pack if dp.pack is not None else True
     if custom_task_dir(task) is not None:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from data import token_cache
 from data.data_params import DataParams
 from data.tokenizer import Tokenizer, register_tokenizer
 from core import hub
@@ -202,12 +203,10 @@ def bpe_for_corpus(texts: Sequence[str], vocab_size: int, use_cache: bool = True
     """Train BPE on `texts`, or load the one trained before on the same texts and vocab size."""
     import tokenizers
 
-    from data.token_cache import FORMAT_VERSION, MIN_CACHED_CHARS, atomic_write_bytes, cache_key, data_cache_dir, texts_digest
-
-    if not use_cache or sum(map(len, texts)) < MIN_CACHED_CHARS:
+    if not use_cache or sum(map(len, texts)) < token_cache.MIN_CACHED_CHARS:
         return BPETokenizer.train(texts, vocab_size)
-    key = cache_key("bpe", FORMAT_VERSION, vocab_size, SPECIALS, tokenizers.__version__, texts_digest(texts))
-    path = data_cache_dir() / "tokenizers" / f"bpe-{key}.json"
+    key = token_cache.cache_key("bpe", token_cache.FORMAT_VERSION, vocab_size, SPECIALS, tokenizers.__version__, token_cache.texts_digest(texts))
+    path = token_cache.data_cache_dir() / "tokenizers" / f"bpe-{key}.json"
     if path.is_file():
         try:
             return BPETokenizer.from_json(json.loads(path.read_text(encoding="utf-8")))
@@ -215,7 +214,7 @@ def bpe_for_corpus(texts: Sequence[str], vocab_size: int, use_cache: bool = True
             print(f"data cache: ignoring unreadable {path} ({type(e).__name__})", file=sys.stderr)
     tok = BPETokenizer.train(texts, vocab_size)
     try:
-        atomic_write_bytes(path, json.dumps(tok.to_json(), ensure_ascii=False).encode("utf-8"))
+        token_cache.atomic_write_bytes(path, json.dumps(tok.to_json(), ensure_ascii=False).encode("utf-8"))
     except OSError as e:
         print(f"data cache: could not write {path} ({e}); continuing without it", file=sys.stderr)
     return tok

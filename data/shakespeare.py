@@ -28,6 +28,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from data.custom_files import check_fractions
 from data.token_cache import data_cache_dir
 from core.errors import UserError
 
@@ -166,10 +167,3 @@ def split_works(works: dict[str, str], val_fraction: float, test_fraction: float
         start = end
     return splits
 
-
-def check_fractions(val_fraction: float, test_fraction: float, task: str) -> None:
-    if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise UserError(
-            f"task {task!r}: val_fraction={val_fraction} and test_fraction={test_fraction} must satisfy "
-            "0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 (DataParams)"
-        )

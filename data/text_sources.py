@@ -12,12 +12,13 @@ This module stays light at import time: the heavy libraries load inside the load
 from __future__ import annotations
 
 from data.data_params import DataParams
+from data.hf_datasets import load_hf_task
 from data.tasks import TaskData, text_source
 
 
 @text_source("shakespeare")
 def shakespeare(dp: DataParams, seed: int) -> TaskData:
-    from data.shakespeare import CORPUS_NAME, load_works, split_works
+    from data.shakespeare import CORPUS_NAME, load_works, split_works  # numpy-free --dry-run: it imports data.token_cache (numpy)
 
     splits = split_works(load_works(), dp.val_fraction, dp.test_fraction)
     return TaskData(splits, pack=dp.pack if dp.pack is not None else True, extras={"source": CORPUS_NAME})
@@ -25,8 +26,6 @@ def shakespeare(dp: DataParams, seed: int) -> TaskData:
 
 def _hf_source(task: str) -> None:
     def load(dp: DataParams, seed: int) -> TaskData:
-        from data.hf_datasets import load_hf_task
-
         return load_hf_task(dp, seed, task)
 
     load.__name__ = load.__qualname__ = task.replace("-", "_")

@@ -3,9 +3,11 @@
 A tokenizer turns text into ids that start with BOS (so a model can predict the first real
 token, and `sample(pref="")` has something to condition on). Datasets append EOS themselves.
 Every tokenizer serialises to one JSON dict (`to_json`) with a `kind` key, and
-`tokenizer_from_json` restores it exactly; `save`/`load_tokenizer` put that in a file.
+`data.tokenizer_kinds.tokenizer_from_json` restores it exactly; `save`/`load_tokenizer` put that
+in a file.
 
-Add a new kind by subclassing `Tokenizer` and decorating it with `@register_tokenizer`.
+Add a new kind by subclassing `Tokenizer` and decorating it with `@register_tokenizer`, in a
+module `data/tokenizer_kinds.py` imports (so every kind is registered before one is loaded).
 """
 from __future__ import annotations
 
@@ -124,18 +126,3 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "CharTokenizer":
         return cls(d["chars"])
-
-
-def tokenizer_from_json(d: dict[str, Any]) -> Tokenizer:
-    kind = d.get("kind")
-    if kind not in TOKENIZER_KINDS:
-        # kinds defined in other modules register on import (function-level: those modules import this one)
-        import data.hf_tokenizers  # noqa: F401
-        import data.vector_input  # noqa: F401
-    if kind not in TOKENIZER_KINDS:
-        raise ValueError(f"unknown tokenizer kind {kind!r}; known: {sorted(TOKENIZER_KINDS)}")
-    return TOKENIZER_KINDS[kind].from_json(d)
-
-
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    return tokenizer_from_json(json.loads(Path(path).read_text()))

@@ -30,7 +30,8 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.usefixtures("one_thread")
 from core.errors import UserError
 from core.params_base import field_choices
-from train.saving import _params_from, load_run
+from train.loading import load_run
+from train.saving import params_from
 
 TOK = CharTokenizer("abcdefgh>")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "hooks.md"
@@ -157,7 +158,7 @@ def test_old_runs_and_torch_named_weights_load_into_the_default_block():
     torch_lm.load_state_dict(make_lm().state_dict(), strict=True)  # and back
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mp = _params_from(ModelParams, {"dim": 32, "layer_architecture": "custom-transformer", "attn_fast_path": False})
+        mp = params_from(ModelParams, {"dim": 32, "layer_architecture": "custom-transformer", "attn_fast_path": False})
     assert mp.dim == 32 and any("attn_fast_path was removed" in str(w.message) for w in caught)
 
 

@@ -169,7 +169,7 @@ def test_wandb_username_in_main_sets_the_wandb_entity(ws, monkeypatch):
 
 
 def test_unknown_task_names_the_folder_it_would_read():
-    from data.tasks import check_task
+    from data.task_resolver import check_task
 
     from data.custom_files import data_path_file
 

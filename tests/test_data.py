@@ -9,7 +9,8 @@ import torch
 from data.data_params import DataParams
 from data.dataloader import LMDataModule, mycollate, windows
 from data.syntheticdata import SYNTHETIC_TASKS, generate_splits, registered
-from data.tokenizer import CharTokenizer, load_tokenizer
+from data.tokenizer import CharTokenizer
+from data.tokenizer_kinds import load_tokenizer
 from core.errors import UserError
 
 DP = DataParams(n_train_samples=300, n_val_samples=50, n_test_samples=50, min_len=3, max_len=6, alphabet="abcde", max_seq_len=16)

@@ -15,7 +15,7 @@ from tests.conftest import REPO, Workspace
 from tests.test_resume import config, in_progress_dirs
 from train.checkpointing import load_checkpoint_safely
 from core.errors import UserError
-from train.saving import load_run
+from train.loading import load_run
 
 
 def one_line_error(capsys) -> str:

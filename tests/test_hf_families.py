@@ -89,7 +89,7 @@ def test_cache_hooks_and_attention_plots(pair, tmp_path):
 
 def test_init_from_a_llama_folder_uses_its_weights(tmp_path):
     import pretrained
-    from train.init_from import load_source
+    from train.loading import load_source
 
     folder = make_tiny_llama(tmp_path / "l", tie=True)
     lm, src = pretrained.get_hf_model(str(folder)), load_source(str(folder))

@@ -51,14 +51,14 @@ def ft_dirs(ws: Workspace) -> list[Path]:
 
 
 def source_state(run: Path) -> dict[str, torch.Tensor]:
-    from train.saving import load_lm
+    from train.loading import load_lm
 
     return load_lm(run)[0].state_dict()
 
 
 def test_fine_tune_starts_from_the_source_and_records_it(ws, source, capsys):
-    from train.init_from import weights_sha256
-    from train.saving import load_lm
+    from train.loading import weights_sha256
+    from train.loading import load_lm
 
     ws.write_config("ft", ft_text(f'init_from="{source.name}@final"\nmax_steps=3', text=BASE.replace("lr=3e-3", "lr=1e-9")))
     assert ws.main("--config=ft", "--no-wandb", "--save") == 0
@@ -168,7 +168,8 @@ def test_gpt2_folder_starts_a_run_through_the_gpt2_code_path(ws, tiny_gpt2, tmp_
     from train.config import RunConfig
     from data.data_params import DataParams
     from model.model_params import ModelParams
-    from train.init_from import build_lm, load_source, resolve_config
+    from train.init_from import build_lm, resolve_config
+    from train.loading import load_source
     from train.train_params import TrainParams
 
     src = load_source(str(tiny_gpt2))
@@ -194,7 +195,7 @@ def test_gpt2_folder_starts_a_run_through_the_gpt2_code_path(ws, tiny_gpt2, tmp_
 
 
 def test_hub_name_offline_says_how_to_supply_a_folder(monkeypatch):
-    from train.init_from import load_source
+    from train.loading import load_source
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError) as e:
@@ -244,8 +245,8 @@ def test_init_from_a_checkpoint_over_training(ws):
     """RUN@N starts from the weights the run kept after N samples (train/snapshots.py), not its final ones."""
     from safetensors.torch import load_model
 
-    from train.init_from import load_source
-    from train.saving import load_lm
+    from train.loading import load_source
+    from train.loading import load_lm
     from train.snapshots import checkpoint_file, checkpoint_ids
 
     ws.write_config("snap", tiny_config(snapshot_every_n_steps=4))

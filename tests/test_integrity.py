@@ -24,7 +24,7 @@ from train import checkpointing
 from core.errors import UserError
 from train.integrity import content_checksum, sha256_file
 from train.report import build_report
-from train.saving import load_run
+from train.loading import load_run
 
 DAMAGES = ("missing", "empty", "truncated", "flipped", "wrong_shape", "invalid")
 

@@ -106,7 +106,7 @@ def test_a_task_file_may_not_shadow_a_built_in_one(tmp_path, monkeypatch):
 
 
 def test_every_built_in_task_file_is_found():
-    from data.tasks import known_tasks
+    from data.task_resolver import known_tasks
 
     assert set(task_registry.load_task_modules()) >= {"basic", "hmm", "arith", "tart"}
     assert {"copy", "reverse", "sort", "histogram", "hmm", "hmm_labelled", "arith", "tart"} <= set(known_tasks())

@@ -8,7 +8,7 @@ import pytest
 
 from data.data_params import DataParams
 from data.syntheticdata import SYNTHETIC_TASKS
-from data.tasks import get_task_data
+from data.task_resolver import get_task_data
 from data.tasks.arith import (
     blotch,
     evaluate,

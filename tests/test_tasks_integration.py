@@ -166,7 +166,7 @@ def test_tart_trains_beats_majority_and_logs_its_baselines(ws, monkeypatch):
     assert results["val"]["acc:y_2nd_half"] > last["stat/val_majority_acc_2nd_half"] + 0.1, (results, last)
     assert results["val"]["loss:main"] < math.log(2) - 0.05
 
-    from train.saving import load_run
+    from train.loading import load_run
 
     (run_dir,) = ws.run_dirs()
     lm, dm, _, _ = load_run(run_dir)

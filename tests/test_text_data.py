@@ -13,7 +13,8 @@ import pytest
 from data import shakespeare as shk
 from data import token_cache
 from data.data_params import DataParams
-from data.tasks import TaskData, check_task, get_task_data, known_tasks
+from data.task_resolver import check_task, get_task_data, known_tasks
+from data.tasks import TaskData
 from core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,7 +189,7 @@ def small_corpus() -> list[str]:
 
 def test_bpe_round_trips_any_text_and_restores_exactly(tmp_path):
     from data.hf_tokenizers import BPETokenizer, make_hf_tokenizer
-    from data.tokenizer import load_tokenizer
+    from data.tokenizer_kinds import load_tokenizer
 
     tok = make_hf_tokenizer(DataParams(tokenizer="bpe", bpe_vocab_size=300), small_corpus())
     assert isinstance(tok, BPETokenizer) and tok.n_tokens <= 300
@@ -252,7 +253,7 @@ def test_pretrained_tokenizer_from_save_pretrained_folder(tmp_path):
     from transformers import AutoTokenizer
 
     from data.hf_tokenizers import PretrainedTokenizer, make_hf_tokenizer
-    from data.tokenizer import load_tokenizer
+    from data.tokenizer_kinds import load_tokenizer
 
     folder = save_tiny_gpt2_tokenizer(tmp_path / "tiny-gpt2")
     tok = make_hf_tokenizer(DataParams(tokenizer=str(folder)), [])
@@ -459,7 +460,7 @@ def test_custom_task_builds_datamodule_padded_or_packed(data_dir):
 def test_custom_task_trains_through_main_and_reloads(ws, data_dir, tokenizer):
     from tests.conftest import TINY
 
-    from train.saving import load_run
+    from train.loading import load_run
 
     write_lines(data_dir / "greetings" / "data.txt", [f"hello {w} number {i}" for i in range(60) for w in ("world", "there")])
     text = TINY.replace('task="copy"', f'task="greetings"\ntokenizer="{tokenizer}"\nbpe_vocab_size=280')
@@ -497,7 +498,7 @@ def test_real_corpus_datamodule_uses_token_cache(real_corpus, real_corpus_cache)
 
 def test_bpe_on_real_corpus_saved_reloaded_round_trips(real_corpus, tmp_path):
     from data.hf_tokenizers import BPETokenizer
-    from data.tokenizer import load_tokenizer
+    from data.tokenizer_kinds import load_tokenizer
 
     splits = shk.split_works(real_corpus, 0.05, 0.05)
     train_text = splits["train"][:8]  # ~1 MB keeps the test quick

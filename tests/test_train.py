@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from train.saving import load_run
+from train.loading import load_run
 from train.trainer import lr_factor
 
 FILES = {"model.safetensors", "tokenizer.json", "params.json", "train_stats.json", "results.json", "versions.json", "manifest.json"}

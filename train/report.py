@@ -20,14 +20,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
 from train.integrity import read_json_dict, verify_files
-from train.saving import required_files
+from train.saving import find_run_dirs, required_files
 
 REPORT_NAMES = ("report.md", "report.csv", "report.png")
 METRIC_COLUMNS = ("final_train_loss", "final_val_loss", "best_val_loss", "test_loss", "tokens_per_s", "n_params", "wall_time_s")
@@ -65,17 +64,6 @@ class Report:
             d["run_dir"] = _rel(r.run_dir, self.folder)
             out.append(d)
         return out
-
-
-def find_run_dirs(folder: Path) -> list[Path]:
-    """Every complete saved run under `folder` (a folder holding params.json and results.json)."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # skips `.X.incomplete` writes
-        if "params.json" in files and "results.json" in files:
-            found.append(Path(root))
-            dirs[:] = []
-    return found
 
 
 def config_run_dirs(save_dir: Path, config: str) -> list[Path]:

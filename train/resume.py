@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from data.data_params import DataParams
+from model.model_params import ModelParams
+from train.config import RunConfig, check_run_values
 from train.integrity import check_checksum, expect, read_json_dict, with_checksum
+from train.saving import finish_interrupted_save
+from train.train_params import TrainParams
 
 STATE = "run_state.json"
 FAILED = "FAILED.json"
@@ -176,8 +181,6 @@ class Planned:
 
 def run_status(folder: Path) -> str:
     """done / failed / resumable / empty / missing, read from the folder itself."""
-    from train.saving import finish_interrupted_save
-
     folder = Path(folder)
     if finish_interrupted_save(folder):  # a crash between save_run's renames left the finished run hidden
         return "done"
@@ -227,7 +230,7 @@ def plan_sweep(runs: list[Any], seed: int, root: Path, resume: bool) -> list[Pla
 def find_run(target: str, roots: list[Path]) -> Path:
     """`--resume=TARGET`: a run's state folder, given as a path or as its timestamp (folder name)."""
     path = Path(target).expanduser()
-    if path.is_dir() or _finished_hidden(path):
+    if path.is_dir() or finish_interrupted_save(path):  # a crash between save_run's renames left it hidden
         return path
     if "/" in target or os.sep in target:
         raise UserError(f"--resume={target}: no such folder")
@@ -249,12 +252,6 @@ def find_run(target: str, roots: list[Path]) -> Path:
     return found[0]
 
 
-def _finished_hidden(path: Path) -> bool:
-    from train.saving import finish_interrupted_save
-
-    return finish_interrupted_save(path)
-
-
 def single_resume(target: str, roots: list[Path]) -> ResumePoint:
     """The run `--resume=TARGET` names, checked to be resumable."""
     folder = find_run(target, roots)
@@ -271,11 +268,6 @@ def single_resume(target: str, roots: list[Path]) -> ResumePoint:
 
 def rebuild_config(state: dict[str, Any], folder: Path | None = None) -> Any:
     """The RunConfig a state file describes (unknown keys from older/newer code are dropped)."""
-    from data.data_params import DataParams
-    from model.model_params import ModelParams
-    from train.config import RunConfig, check_run_values
-    from train.train_params import TrainParams
-
     def make(cls: type, d: dict[str, Any]) -> Any:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -27,12 +27,12 @@ from train.evaluate import evaluate
 from train.freeze import param_summary
 from train.guards import NonFiniteError, NonFiniteGuard
 from train.health import TrainingHealth
-from train.init_from import RECORD, build_lm, prepare
+from train.init_from import build_lm, prepare
 from train.locks import RunLocks, claim_folder
 from train.loggers import make_loggers
 from train.progress import progress_bar
 from train.resume import CHECKPOINTS, FAILED, FORMAT, LAST, ResumePoint, RunFailed, RunInterrupted, now_iso, record_in_index, write_state
-from train.saving import check_free_space, check_writable, save_run
+from train.saving import RECORD, check_free_space, check_writable, save_run
 from train.schedules import early_stopping
 from train.snapshots import FOLDER as SNAPSHOTS, Snapshots, enabled as snapshots_enabled, summary as snapshot_summary
 from train.summary import print_summary

@@ -1,7 +1,7 @@
 """A saved run is a folder of plain files — no pickle anywhere:
 
     model.safetensors   weights (a LoRA run: adapter.safetensors + init_from.json, see train/init_from.py)
-    tokenizer.json      the tokenizer, restored exactly by data.tokenizer.load_tokenizer
+    tokenizer.json      the tokenizer, restored exactly by data.tokenizer_kinds.load_tokenizer
     params.json         {"data": ..., "train": ..., "model": ..., "seed": ..., "config_name": ...}
     train_stats.json    {name: [[step, n_samples, counter, value], ...]}
     results.json        final val statistics (val loss first), parameter count, wall time
@@ -9,7 +9,7 @@
     manifest.json       sha256 of every other file, checked on load
 
 It is written under a temporary name and renamed when complete, so a crash never leaves a
-folder that looks finished.
+folder that looks finished. Reading one back into a model is `train/loading.py` (`load_run`).
 """
 from __future__ import annotations
 
@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from data.data_params import DataParams
+from model.model_params import ModelParams
 from train.integrity import expect, read_json_dict, sha256_file, verify_files
+from train.train_params import TrainParams
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 ADAPTER = "adapter.safetensors"  # a LoRA run's adapter, merged into its source's weights on load
+RECORD = "init_from.json"  # a run started from weights: its source (train/init_from.py)
 REQUIRED = (WEIGHTS, "tokenizer.json", "params.json", "train_stats.json", "results.json")  # a manifest must vouch for these
 INCOMPLETE, IN_PROGRESS = ".{}.incomplete", ".{}.in-progress"  # the two hidden names save_run swaps through
 
@@ -41,6 +45,17 @@ def resolve_save_dir(path: str | Path | None = None) -> Path:
 def required_files(folder: Path) -> tuple[str, ...]:
     """REQUIRED, with the adapter in place of the full weights for a LoRA run (train/init_from.py)."""
     return tuple(ADAPTER if f == WEIGHTS else f for f in REQUIRED) if (Path(folder) / ADAPTER).is_file() else REQUIRED
+
+
+def find_run_dirs(folder: Path) -> list[Path]:
+    """Every complete saved run under `folder` (a folder holding params.json and results.json)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # skips `.X.incomplete` writes
+        if "params.json" in files and "results.json" in files:
+            found.append(Path(root))
+            dirs[:] = []
+    return found
 
 
 sha256 = sha256_file
@@ -217,7 +232,7 @@ def verify_manifest(folder: Path) -> None:
     verify_files(Path(folder), MANIFEST, required_files(Path(folder)))
 
 
-def _params_from(cls: type, d: dict[str, Any]) -> Any:
+def params_from(cls: type, d: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     removed = getattr(sys.modules.get(cls.__module__), "REMOVED", {})
     for key in sorted(set(d) & set(removed)):
@@ -249,12 +264,8 @@ class RunParams(dict):
         raise AttributeError(f"params has no attribute {name!r}; use params[{self.SEED_NAMES.get(name, name)!r}] or one of {', '.join(self.SEED_NAMES)}")
 
     def _dataclass(self, seed_name: str) -> Any:
-        from data.data_params import DataParams
-        from model.model_params import ModelParams
-        from train.train_params import TrainParams
-
         cls = {"data_params": DataParams, "train_params": TrainParams, "model_params": ModelParams}[seed_name]
-        return _params_from(cls, dict.__getitem__(self, self.SEED_NAMES[seed_name]))
+        return params_from(cls, dict.__getitem__(self, self.SEED_NAMES[seed_name]))
 
 
 def load_params(run_dir: Path) -> RunParams:
@@ -264,80 +275,6 @@ def load_params(run_dir: Path) -> RunParams:
     for group in ("data", "train", "model"):
         expect(isinstance(params.get(group), dict), path, f"a {group!r} parameter group", fix)
     return RunParams(params)
-
-
-def _fits(path: Path, what: str, e: BaseException) -> UserError:
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-    return UserError(f"{path} {what} ({type(e).__name__}: {first}); copy the run again or retrain it")
-
-
-def load_lm(run_dir: str | Path, verify: bool = True) -> tuple[Any, dict[str, Any]]:
-    """→ lm (eval mode), params of a saved run, without its data. A LoRA run comes back merged.
-
-    Every file is checked against the manifest first, then for content that can't make a model
-    (a params.json that fails the config checks, a tokenizer that doesn't fit the weights...):
-    each problem is one `UserError` naming the file.
-    """
-    from safetensors.torch import load_model
-
-    from data.data_params import DataParams
-    from data.tokenizer import load_tokenizer
-    from model.lm import LM
-    from model.model_params import ModelParams
-    from train.config import check_run_values
-    from train.train_params import TrainParams
-
-    run_dir = Path(run_dir)
-    if verify:
-        verify_manifest(run_dir)
-    params = load_params(run_dir)
-    ppath, tpath, wpath = run_dir / "params.json", run_dir / "tokenizer.json", run_dir / WEIGHTS
-    try:
-        dp = _params_from(DataParams, params["data"])
-        mp = _params_from(ModelParams, params["model"])
-        tp = _params_from(TrainParams, params["train"])
-    except TypeError as e:
-        raise _fits(ppath, "does not hold valid parameters", e) from None
-    check_run_values(dp, tp, mp, where=str(ppath), for_training=False)
-    seed = params.get("seed", 0)
-    expect(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32, ppath, "a valid seed", "copy the run again or retrain it")
-    read_json_dict(tpath, "copy the run again or retrain it")
-    try:
-        tokenizer = load_tokenizer(tpath)
-    except Exception as e:  # each tokenizer kind fails in its own way on a malformed dict
-        raise _fits(tpath, "is not a tokenizer this harness can load", e) from None
-    try:
-        lm = LM(mp, tokenizer)
-    except (ValueError, TypeError, KeyError, RuntimeError, AssertionError) as e:
-        raise _fits(ppath, "does not describe a model this code can build", e) from None
-    if (run_dir / ADAPTER).is_file():
-        from train.init_from import load_lora_run
-
-        return load_lora_run(run_dir, lm), params
-    try:
-        load_model(lm, str(wpath), strict=True)
-    except Exception as e:  # safetensors raises its own error types for malformed headers
-        raise _fits(wpath, "does not fit the model that params.json and tokenizer.json describe", e) from None
-    return lm.eval(), params
-
-
-def load_run(run_dir: str | Path, verify: bool = True):
-    """→ lm, dataset, train_stats, params (`RunParams`: the dict in params.json); checked as in `load_lm`.
-
-    Reads only the run folder: `dataset` (an `LMDataModule`) rebuilds the task's data the first
-    time it is used, so a run loads anywhere, even where its training data is gone.
-    """
-    from data.data_params import DataParams
-    from data.saved_datamodule import SavedRunDataModule
-    from train.train_params import TrainParams
-
-    run_dir = Path(run_dir)
-    lm, params = load_lm(run_dir, verify)
-    dp = _params_from(DataParams, params["data"])
-    tp = _params_from(TrainParams, params["train"])
-    dataset = SavedRunDataModule(dp, lm.tokenizer, seed=params.get("seed", 0), batch_size=tp.batch_size, run_dir=run_dir)
-    train_stats = load_train_stats(run_dir / "train_stats.json")
-    return lm, dataset, train_stats, params
 
 
 def load_train_stats(path: Path) -> dict[str, list[tuple]]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import UserError
 from data.task_registry import task_settings, task_summary
 from data.tasks import TaskData, text_source
+from data.vector_input import VectorTokenizer
 from core.params_base import param
 
 if TYPE_CHECKING:
@@ -215,8 +216,6 @@ def collate_tart(samples: list[dict[str, np.ndarray]]) -> dict[str, Any]:
 @text_source("tart")
 def tart_task(dp: DataParams, seed: int) -> TaskData:
     """`--task=tart`: vectors in, BCE on the labels; the baselines ride along in `val_stats`."""
-    from data.vector_input import VectorTokenizer
-
     splits = tart_splits(dp, seed)
     return TaskData(
         splits={},

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from model.hooks import NO_HOOK, Hook
 from model.kv_cache import LayerKV
+from model.transformer import torch_f_multi_head_attention_forward as attn_math
 
 
 @dataclass
@@ -42,9 +43,7 @@ class Block(nn.Module):
 
     def attention_path(self) -> str:
         """One line naming the attention computation this block runs (printed by every run)."""
-        from model.transformer.torch_f_multi_head_attention_forward import attention_path
-
-        return attention_path()
+        return attn_math.attention_path()
 
 
 class PositionWise(Block):
