@@ -50,10 +50,7 @@ class NonFiniteGuard(Callback):
         named = [(n, p) for n, p in (self._named or pl_module.named_parameters()) if p.grad is not None]
         if not named:
             return
-        norms = grad_norms([p.grad for _, p in named])
-        finite = None if norms is None else torch.isfinite(norms)
-        if finite is None or not bool(finite.all()):  # exact per-element check only when the fast one flags something
-            finite = torch.stack([torch.isfinite(p.grad).all() for _, p in named])
+        norms, finite = self._finite(named)
         bad = not bool(finite.all())
         if is_fsdp(trainer):  # sharded gradients differ per rank (DDP's are all-reduced, so equal)
             bad = any_rank(trainer, bad)
@@ -62,6 +59,16 @@ class NonFiniteGuard(Callback):
                 CheckedGradNorms.keep(pl_module, [p for _, p in named], norms)
             return
         self._raise_for(trainer, named, finite)
+
+    @staticmethod
+    def _finite(named: list) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Each gradient's norm (None without the fused kernel) and whether it is finite: one fused pass,
+        the exact per-element check only when that pass flags something."""
+        norms = grad_norms([p.grad for _, p in named])
+        finite = None if norms is None else torch.isfinite(norms)
+        if finite is None or not bool(finite.all()):
+            finite = torch.stack([torch.isfinite(p.grad).all() for _, p in named])
+        return norms, finite
 
     def _raise_for(self, trainer: Any, named: list, finite: torch.Tensor) -> None:
         """Name the first non-finite gradient (or another rank's)."""
