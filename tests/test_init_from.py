@@ -259,3 +259,25 @@ def test_init_from_a_checkpoint_over_training(ws):
     assert src.checkpoint == str(first)
     assert all(torch.equal(src.state_dict[k], v) for k, v in kept.state_dict().items())
     assert not all(torch.equal(src.state_dict[k], v) for k, v in final.state_dict().items())
+
+
+def test_a_moved_lora_runs_source_is_never_the_lora_run_itself(tmp_path):
+    """Runs started in the same second share a timestamp: the source is found by its place under the
+    copied save root, else as the one *other* run with its timestamp."""
+    from train.loading import _moved_source
+
+    def run(*parts: str) -> Path:
+        d = tmp_path.joinpath("copy", *parts)
+        d.mkdir(parents=True)
+        for name in ("params.json", "results.json"):
+            (d / name).write_text("{}")
+        return d
+
+    ts = "2026-12-01--06-10-17"
+    lora, base = run("ft", "reverse", "run", ts), run("base", "copy", "run", ts)
+    rec = {"weights_sha256": "0" * 64}
+    assert _moved_source(lora, Path("/gone/saves/base/copy/run") / ts, rec) == base
+    assert _moved_source(lora, Path("/gone/saves/elsewhere/task/run") / ts, rec) == base  # not at its place: by timestamp, not itself
+    base.rename(tmp_path / "away")
+    with pytest.raises(UserError, match="which is gone"):
+        _moved_source(lora, Path("/gone/saves/base/copy/run") / ts, rec)

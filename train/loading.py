@@ -202,17 +202,27 @@ def _hf_source(spec: str, name: str, checkpoint: str, local: bool) -> Source:
 
 
 # --- a LoRA run -----------------------------------------------------------------------------
+def _moved_source(run_dir: Path, location: Path, rec: dict[str, Any]) -> Path:
+    """The source run of a LoRA run whose save dir was copied or moved: the same config/task/values/timestamp
+    path under the LoRA run's save root, else the one other run with the source's timestamp there."""
+    root = run_dir.parents[3] if len(run_dir.parents) > 3 else run_dir.parent  # <root>/<config>/<task>/<values>/<timestamp>
+    same_place = root.joinpath(*location.parts[-4:])
+    if same_place.is_dir() and same_place.resolve() != run_dir.resolve():
+        return same_place
+    others = [p for p in (find_run_dirs(root) if root.is_dir() else []) if p.name == location.name and p.resolve() != run_dir.resolve()]
+    if len(others) == 1:
+        return others[0]
+    raise UserError(f"{run_dir} is a LoRA run on {location}, which is gone; put that run back (sha256 {rec['weights_sha256'][:12]}...)")
+
+
 def load_lora_run(run_dir: Path, lm: LM) -> LM:
     """Fill `lm` (built from the run's params) with the source's weights plus the saved adapter, merged."""
     from safetensors.torch import load_file
 
     rec = json.loads((run_dir / RECORD).read_text())
     location = rec["location"]
-    if rec["kind"] == "run" and not Path(location).is_dir():  # a copied or moved save dir: the same run by name under its root
-        try:
-            location = str(find_saved_run(Path(location).name, run_dir.parents[3] if len(run_dir.parents) > 3 else run_dir.parent))
-        except UserError:
-            raise UserError(f"{run_dir} is a LoRA run on {rec['location']}, which is gone; put that run back (sha256 {rec['weights_sha256'][:12]}...)") from None
+    if rec["kind"] == "run" and not Path(location).is_dir():  # a copied or moved save dir: the same run under its root
+        location = str(_moved_source(run_dir, Path(location), rec))
     where = location + ("" if rec["checkpoint"] == FINAL else f"@{rec['checkpoint']}")
     source = load_source(where)
     if source.weights_sha256 != rec["weights_sha256"]:
