@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every contender (default: the number of CPU cores)")
     p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; cuda skips quality)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds of the throughput contenders")
+    p.add_argument("--contenders", default=None, help="throughput: comma-separated subset of a,b,c,d,a+snap,l (and the +compile ones) to time, e.g. a,c,d with more --rounds")
     p.add_argument("--batch-size", type=int, default=None, help="throughput batch size (default: 12 on cpu, 16 on cuda)")
     p.add_argument("--compile", dest="compile_contenders", action="store_true", default=None, help="also time torch.compile'd bare loop and reference (default on cuda)")
     p.add_argument("--no-compile", dest="compile_contenders", action="store_false", help="skip the torch.compile variants")
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench import report
-    from bench.settings import SECTIONS, make_settings
+    from bench.settings import CONTENDERS, SECTIONS, make_settings
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no GPU; drop --device or run on a GPU machine", file=sys.stderr)
@@ -72,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    overrides = {k: v for k, v in (("rounds", args.rounds), ("compile_contenders", args.compile_contenders), ("peak_tflops", args.peak_tflops)) if v is not None}
+    contenders = tuple(x.strip() for x in args.contenders.split(",") if x.strip()) if args.contenders else None
+    unknown = sorted(set(contenders or ()) - set(CONTENDERS))
+    if unknown:
+        print(f"error: unknown contender(s) {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in (("rounds", args.rounds), ("contenders", contenders), ("compile_contenders", args.compile_contenders), ("peak_tflops", args.peak_tflops)) if v is not None}
     s = make_settings(args.quick, args.device, precision, threads, sections, **overrides)
     if args.batch_size:
         s = replace(s, size=replace(s.size, batch_size=args.batch_size))

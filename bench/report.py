@@ -145,7 +145,7 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], machine: dict[st
         L += ["## Training throughput", ""]
         same = "all contenders equal" + (" but (l)" if "l" in tp["info"] else "")
         L += [f"Model: {size['n_layers']} layers, {size['n_heads']} heads, dim {size['dim']}, seq {size['seq_len']}, batch "
-              f"{size['batch_size']}, vocab {size['vocab_size']} ({_f(tp['info']['a']['n_params'])} parameters; {same}). "
+              f"{size['batch_size']}, vocab {size['vocab_size']} ({_f(next(iter(tp['info'].values()))['n_params'])} parameters; {same}). "
               f"Tokens/s = batch × seq / step time, median of {settings['n_windows']} windows × {settings['window_steps']} steps after "
               f"{settings['warmup_steps']} warm-up steps, × {settings['rounds']} interleaved rounds. Tokens per CPU-second uses the process' CPU "
               "time instead of the wall clock (steadier when other programs share the cores).", ""]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+CONTENDERS = ("a", "b", "c", "d", "a+snap", "l", "a+compile", "c+compile", "d+compile")  # bench/throughput.py
 SECTIONS = ("throughput", "quality", "sampling", "startup", "health")
 
 
@@ -45,6 +46,7 @@ class BenchSettings:
     n_windows: int = 5  # timed windows per contender per round
     rounds: int = 3  # contenders run a, b, c, d, a, b, c, d, ... so load drift hits all alike (per-round ratios show how much)
     compile_contenders: bool = False  # also time torch.compile variants of (a), (c) and (d)
+    contenders: tuple[str, ...] = ()  # throughput: only these (e.g. ("a", "c", "d")); empty = all
     big_batch_factor: int = 4  # also time (a), (c), (d) at this many times the batch, interleaved (0 = skip): is the overhead per step?
     # quality: nanoGPT baby GPT, 2000 iterations
     quality_iters: int = 2000

@@ -300,6 +300,8 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         plan["c+compile"] = lambda: bare_loop(s, compile_model=True)
         plan["d+compile"] = lambda: reference(s, compile_model=True)
     names = {**names, **COMPILED}
+    if s.contenders:  # a subset, for more interleaved rounds of the ones that matter in the same time
+        plan = {k: v for k, v in plan.items() if k in s.contenders}
     out = interleave(s, plan, names, log)
     tps = out["tokens_per_s"]
     out.update({
@@ -312,6 +314,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     if s.big_batch_factor > 1:  # (a), (c), (d) again at a larger batch: a fixed cost per step shrinks relative to the step
         sb = replace(s, size=replace(s.size, batch_size=s.size.batch_size * s.big_batch_factor))
         big_plan = {"a": lambda: harness(sb, lay["a"]), "c": lambda: bare_loop(sb), "d": lambda: reference(sb)}
+        big_plan = {k: v for k, v in big_plan.items() if not s.contenders or k in s.contenders}
         big = interleave(sb, big_plan, names, log, label=f"batch {sb.size.batch_size}: ")
         out["big_batch"] = {**big, "batch_size": sb.size.batch_size, "tokens_per_step": sb.tokens_per_step}
     peak = peak_tflops(s)

@@ -87,3 +87,17 @@ def test_bench_refuses_notes_that_are_not_a_file(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and not any(tmp_path.iterdir())
     assert "'idle machine' is not a file" in res.stderr and "--conditions" in res.stderr
+
+
+def test_bench_times_a_subset_of_the_contenders_and_refuses_unknown_ones(tmp_path):
+    """`--contenders a,d`: only those, at both batch sizes (more rounds of what matters in the same time)."""
+    res = subprocess.run([sys.executable, "-m", "bench", "--quick", "--threads", "1", "--sections", "throughput", "--contenders", "a,d",
+                          "--rounds", "2", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    payload = json.loads((tmp_path / "benchmarks.json").read_text())
+    thr = payload["results"]["throughput"]
+    assert set(thr["tokens_per_s"]) == {"a", "d"} and set(thr["big_batch"]["tokens_per_s"]) == {"a", "d"}
+    assert len(payload["ratios_cpu_time_by_round"]["a/d"]) == 2 and "a/c" not in payload["ratios_cpu_time"]
+    bad = subprocess.run([sys.executable, "-m", "bench", "--quick", "--contenders", "a,e", "--out", str(tmp_path / "x")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown contender(s) e" in bad.stderr
