@@ -103,3 +103,28 @@ def test_clipping_skips_the_multiply_exactly_when_torch_would_multiply_by_one(mo
         assert clip_by_total_norm(params, 1.0, total) is clips
         assert bool(muls) is clips
         assert all(torch.equal(p.grad, rp.grad) if not clips else torch.allclose(p.grad, rp.grad, rtol=1e-6) for p, rp in zip(params, ref))
+
+
+def test_off_a_terminal_no_step_calls_self_log_unless_a_logger_writes(ws: Workspace, monkeypatch):
+    """The plain progress lines read the loss from the step's outputs, so between logger writes a training
+    step never pays for Lightning's `self.log` (1-2 ms); on a terminal the bar still gets the loss."""
+    import sys
+
+    import lightning as L
+
+    from train import lightning_compat
+
+    hooks: list[str | None] = []
+    real_log = L.LightningModule.log
+
+    def counting_log(self, *args, **kwargs):
+        hooks.append(lightning_compat.current_hook(self))
+        return real_log(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.LightningModule, "log", counting_log)
+    ws.write_config("t", log_health=False, hyperparams_log_freq=50)  # 8 steps: no logger writes a training step
+    for tty, expect in ((False, 0), (True, 1)):  # on a terminal: step 0 of every PROG_BAR_EVERY
+        hooks.clear()
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+        assert ws.main("--config=t", "--no-wandb") == 0
+        assert hooks.count("training_step") == expect, (tty, hooks)

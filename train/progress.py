@@ -82,6 +82,8 @@ class HonestTQDMBar(HonestTotals, TQDMProgressBar):
 class PlainProgress(ProgressBar):
     """For logs, not terminals: one line every `every_s` seconds and one per validation."""
 
+    shows_metrics = False  # its lines read the step's loss from `outputs`: no `self.log(prog_bar=True)` values needed
+
     def __init__(self, every_s: float | None = None, out: Any = None):
         super().__init__()
         self.every_s = PLAIN_EVERY_S if every_s is None else every_s

@@ -78,7 +78,8 @@ class LMTrainer(L.LightningModule):
         """True on steps whose per-step values Lightning's loggers write (or the progress bar shows)."""
         if lightning_compat.loggers_write_this_step(self.trainer):
             return True
-        return prog_bar and self.global_step % PROG_BAR_EVERY == 0
+        bar = getattr(self.trainer, "progress_bar_callback", None)
+        return prog_bar and self.global_step % PROG_BAR_EVERY == 0 and getattr(bar, "shows_metrics", True)
 
     def flush_stats(self) -> dict[str, list[tuple[int, int, int, Any]]]:
         """Turn pending tensor values into floats (one sync for all of them) and return train_stats."""
