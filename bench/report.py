@@ -347,7 +347,10 @@ def write(out_dir: Path, stem: str, results: dict[str, Any], md: str) -> tuple[P
 
 
 def python_command() -> str:
-    return "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench"
+    """The command line as it can be pasted back into a shell (quoted where an argument has spaces)."""
+    import shlex
+
+    return shlex.join(["python", "-m", "bench", *sys.argv[1:]])
 
 
 def rerender(json_path: Path, notes_path: Path) -> Path:

@@ -28,6 +28,13 @@ OUT = REPO / "docs" / "demo-figures.json"
 DEMO = ["main.py", "--config=test-synth", "--no-wandb", "--save"]  # the Makefile's demo target
 
 
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def readme_figures(fig: dict) -> list[str]:
     """The demo figures as README.md and docs/plain-run.md write them."""
     return [f"val loss {fig['val_loss']:.2f}", f"{100 * fig['acc_answer']:.1f} % answer-token accuracy", f"{100 * fig['exact_answer']:.1f} % of val samples"]
@@ -57,6 +64,8 @@ def main() -> int:
         "train_wall_s": round(results["wall_time_s"], 1),
         "command_wall_s": round(command_s, 1),
         "cpu_cores": os.cpu_count(),
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch picked: results can differ across CPUs
         "load_average_before": round(load_before, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
         "torch": torch.__version__,

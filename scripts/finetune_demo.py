@@ -65,7 +65,7 @@ def run(work: Path, name: str, text: str, env: dict[str, str]) -> Path:
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         sys.exit(f"{name} failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    print(f"{name}: {time.perf_counter() - t0:.0f} s for the command", file=sys.stderr)
+    print(f"{name}: {time.perf_counter() - t0:.1f} s for the command", file=sys.stderr)
     (run_dir,) = [p.parent for p in (work / "saves" / name).rglob("results.json")]
     return run_dir
 
@@ -112,7 +112,7 @@ def main() -> None:
     }
     base_res = json.loads((base / "results.json").read_text())
     base_steps = json.loads((base / "params.json").read_text())["train"]["max_steps"]
-    print(f"\nbase: shakespeare, {base_steps} steps, val loss {base_res['val_loss']:.3f}, {base_res['wall_time_s']:.0f} s training, {base_res['n_params']:,} parameters\n")
+    print(f"\nbase: shakespeare, {base_steps} steps, val loss {base_res['val_loss']:.3f}, {base_res['wall_time_s']:.1f} s training, {base_res['n_params']:,} parameters\n")
     print("| run | trainable parameters | val loss before | val loss after | training wall time |")
     print("| --- | --- | --- | --- | --- |")
     for label, d in runs.items():
@@ -120,7 +120,7 @@ def main() -> None:
         rec = json.loads((d / "init_from.json").read_text()) if (d / "init_from.json").is_file() else {}
         before = rec.get("val_loss_before")
         before_s = "(random init)" if before is None else f"{before:.3f}"
-        print(f"| {label} | {res['n_trainable']:,} | {before_s} | {res['val_loss']:.3f} | {res['wall_time_s']:.0f} s |")
+        print(f"| {label} | {res['n_trainable']:,} | {before_s} | {res['val_loss']:.3f} | {res['wall_time_s']:.1f} s |")
     print(f"\nruns kept in {work}", file=sys.stderr)
 
 

@@ -53,6 +53,9 @@ def test_quick_bench_every_contender_reports_a_number(tmp_path):
     for heading in ("## Training throughput", "## Sampling speed", "## Start-up", "## Cost of the training-health stats", "a/c", "a/d", "python -m bench --quick"):
         assert heading in md
     assert "| conditions | a test's tiny run |" in md  # the machine's state, as told
+    import shlex
+
+    assert shlex.split(payload["command"])[-2:] == ["--conditions", "a test's tiny run"]  # pastes back into a shell
     assert "bench summary" in res.stdout
     assert {p: p.stat().st_mtime_ns if p.exists() else None for p in docs} == before  # docs/ untouched
 
