@@ -113,9 +113,19 @@ def gpt2_model_params(config: Any) -> ModelParams:
                        tie_embeddings=bool(getattr(config, "tie_word_embeddings", True)))
 
 
+# (our name, HF GPT-2's name; {} = weight or bias, whether HF stores the weight as Conv1D's (in, out))
+GPT2_LAYER = (
+    ("norm1.{}", "ln_1.{}", False),
+    ("self_attn.in_proj_{}", "attn.c_attn.{}", True),
+    ("self_attn.out_proj.{}", "attn.c_proj.{}", True),
+    ("norm2.{}", "ln_2.{}", False),
+    ("mlp.linear1.{}", "mlp.c_fc.{}", True),
+    ("mlp.linear2.{}", "mlp.c_proj.{}", True),
+)
+
+
 def gpt2_state_dict(hf_sd: StateDict, n_layers: int) -> StateDict:
     """Rename HF GPT-2 weights to ours. HF's `Conv1D` stores (in, out): transpose to Linear's (out, in)."""
-    t = lambda name: hf_sd[name].t().contiguous()  # noqa: E731
     sd = {
         "embed.weight": hf_sd["transformer.wte.weight"],
         "pos_enc.embedding.weight": hf_sd["transformer.wpe.weight"],
@@ -124,21 +134,10 @@ def gpt2_state_dict(hf_sd: StateDict, n_layers: int) -> StateDict:
         "out.weight": hf_sd.get("lm_head.weight", hf_sd["transformer.wte.weight"]),
     }
     for i in range(n_layers):
-        h, ours = f"transformer.h.{i}.", f"decoder.layers.{i}."
-        sd.update({
-            ours + "norm1.weight": hf_sd[h + "ln_1.weight"],
-            ours + "norm1.bias": hf_sd[h + "ln_1.bias"],
-            ours + "self_attn.in_proj_weight": t(h + "attn.c_attn.weight"),
-            ours + "self_attn.in_proj_bias": hf_sd[h + "attn.c_attn.bias"],
-            ours + "self_attn.out_proj.weight": t(h + "attn.c_proj.weight"),
-            ours + "self_attn.out_proj.bias": hf_sd[h + "attn.c_proj.bias"],
-            ours + "norm2.weight": hf_sd[h + "ln_2.weight"],
-            ours + "norm2.bias": hf_sd[h + "ln_2.bias"],
-            ours + "mlp.linear1.weight": t(h + "mlp.c_fc.weight"),
-            ours + "mlp.linear1.bias": hf_sd[h + "mlp.c_fc.bias"],
-            ours + "mlp.linear2.weight": t(h + "mlp.c_proj.weight"),
-            ours + "mlp.linear2.bias": hf_sd[h + "mlp.c_proj.bias"],
-        })
+        for ours, theirs, conv1d in GPT2_LAYER:
+            for kind in ("weight", "bias"):
+                v = hf_sd[f"transformer.h.{i}." + theirs.format(kind)]
+                sd[f"decoder.layers.{i}." + ours.format(kind)] = v.t().contiguous() if conv1d and kind == "weight" else v
     return sd
 
 
