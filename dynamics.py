@@ -17,7 +17,12 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import model_explorer
 from core.errors import UserError
+from model.lm import LM
+from train.integrity import read_manifest, verify_files
+from train.loading import load_run
+from train.saving import MANIFEST, REQUIRED, WEIGHTS
 from train.snapshots import FOLDER, checkpoint_file, checkpoint_ids as _ids, read_index
 
 Checkpoint = int | str  # samples seen, or "final"
@@ -26,9 +31,6 @@ Checkpoint = int | str  # samples seen, or "final"
 # --- loading ------------------------------------------------------------------------------
 def _verify_files(run_dir: Path, rels: Sequence[str]) -> None:
     """Check just the files a load reads against manifest.json (a run may hold many checkpoints)."""
-    from train.integrity import read_manifest, verify_files
-    from train.saving import MANIFEST, REQUIRED
-
     listed = read_manifest(run_dir, MANIFEST, REQUIRED) if (run_dir / MANIFEST).is_file() else {}
     for rel in rels:
         if listed and rel not in listed:
@@ -42,9 +44,6 @@ def load_checkpoint(run_dir: str | Path, checkpoint: Checkpoint = "final", verif
     `lm.n_samples_seen` says when those weights were taken (titles of the plots below use it).
     `train_stats` is the whole run's, whichever checkpoint is loaded.
     """
-    from train.loading import load_run
-    from train.saving import WEIGHTS
-
     run_dir = Path(run_dir)
     path = checkpoint_file(run_dir, checkpoint)  # an unknown id stops here, naming the ones that exist
     if verify:
@@ -59,8 +58,6 @@ def load_checkpoint(run_dir: str | Path, checkpoint: Checkpoint = "final", verif
 def _with_weights(like: Any, path: Path) -> Any:
     """A fresh LM shaped like `like` (same tokenizer) holding the weights in `path`."""
     from safetensors.torch import load_model
-
-    from model.lm import LM
 
     lm = LM(like.model_params, like.tokenizer)
     load_model(lm, str(path), strict=True)
@@ -83,8 +80,6 @@ class RunCheckpoints:
     """
 
     def __init__(self, run_dir: str | Path, verify: bool = True, only: Sequence[int] | None = None):
-        from train.loading import load_run
-
         self.run_dir = Path(run_dir)
         ids = _ids(self.run_dir)
         if not ids:
@@ -171,9 +166,7 @@ def over_checkpoints(
 
 
 def _run_dir(run: str | Path, save_dir: str | Path | None) -> Path:
-    from model_explorer import _run_path
-
-    return _run_path(run, save_dir)
+    return model_explorer._run_path(run, save_dir)
 
 
 # --- plots --------------------------------------------------------------------------------
@@ -187,8 +180,6 @@ def plot_over_checkpoints(
     Two keys get two y axes (left and right); `filename` saves `{metrics dir}/{filename}.png`.
     """
     import matplotlib.pyplot as plt
-
-    from model_explorer import _show_or_close, resolve_metrics_dir
 
     rows = list(table)
     if not rows:
@@ -217,11 +208,11 @@ def plot_over_checkpoints(
         ax0.set_title(title)
     fig.tight_layout()
     if filename:
-        out = resolve_metrics_dir(metrics_dir) / f"{filename}.png"
+        out = model_explorer.resolve_metrics_dir(metrics_dir) / f"{filename}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=120)
     if ax is None:
-        _show_or_close(fig, show)
+        model_explorer._show_or_close(fig, show)
     return fig
 
 
@@ -238,8 +229,6 @@ def show_head_progress(
     """
     import matplotlib.pyplot as plt
     import torch
-
-    from model_explorer import _show_or_close, resolve_attentions_dir
 
     if isinstance(run, (str, Path)):
         cps = RunCheckpoints(_run_dir(run, save_dir), only=checkpoints)
@@ -273,10 +262,10 @@ def show_head_progress(
     fig.suptitle(f"{title}: layer {layer}, head {head}")
     fig.tight_layout()
     if folder_name:
-        folder = resolve_attentions_dir(attentions_dir) / folder_name
+        folder = model_explorer.resolve_attentions_dir(attentions_dir) / folder_name
         folder.mkdir(parents=True, exist_ok=True)
         fig.savefig(folder / f"progress_layer{layer}_head{head}.png", dpi=120)
-    _show_or_close(fig, show)
+    model_explorer._show_or_close(fig, show)
     return fig, torch.stack(patterns)
 
 

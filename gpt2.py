@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.hub import from_pretrained
+
 
 def get_gpt2(name_or_path: str | None = None, device: str | None = None, offline_fallback: bool = False, revision: str | None = None) -> Any:
     """GPT-2 (any size, or a folder written by `save_pretrained`) as an `LM`, in eval mode.
@@ -34,7 +36,7 @@ def get_gpt2(name_or_path: str | None = None, device: str | None = None, offline
         print(f"note: {e}. Using a tiny random GPT-2 built locally instead: same code path, meaningless text", flush=True)
         name_or_path = str(make_tiny_gpt2(Path(tempfile.mkdtemp(prefix="tiny-gpt2-"))))
         hf = load_hf_gpt2(name_or_path)
-    from data.hf_tokenizers import PretrainedTokenizer
+    from data.hf_tokenizers import PretrainedTokenizer  # numpy: on first use
 
     lm = lm_from_hf(hf, PretrainedTokenizer.load(name_or_path))
     return lm.to(device) if device else lm
@@ -43,21 +45,19 @@ def get_gpt2(name_or_path: str | None = None, device: str | None = None, offline
 def load_hf_gpt2(name_or_path: str, revision: str | None = None) -> Any:
     from transformers import GPT2LMHeadModel
 
-    from core.hub import from_pretrained
-
     return from_pretrained(GPT2LMHeadModel, name_or_path, revision, what="GPT-2")
 
 
 def model_params_from_hf(config: Any) -> Any:
     """Our `ModelParams` for a `GPT2Config` (model/from_hf.py); refuses variants our layer does not compute."""
-    from model.from_hf import gpt2_model_params
+    from model.from_hf import gpt2_model_params  # torch: on first use
 
     return gpt2_model_params(config)
 
 
 def lm_from_hf(hf: Any, tokenizer: Any) -> Any:
     """Copy a loaded `GPT2LMHeadModel` into our `LM` with `tokenizer` (our interface)."""
-    from model.from_hf import lm_from_hf as convert
+    from model.from_hf import lm_from_hf as convert  # torch: on first use
 
     return convert(hf, tokenizer, "GPT-2")
 

@@ -20,9 +20,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from train.config import RunConfig, load_runs, settings_help
 from core.errors import UserError
-from train.resume import RunFailed, RunInterrupted
+from data.task_resolver import check_task
+from model.registry import KINDS, describe
+from train.config import RunConfig, load_runs, settings_help
+from train.distributed import check_runs, env_rank_zero, quiet_other_ranks
+from train.report import write_config_report
+from train.resume import RunFailed, RunInterrupted, plan_sweep, rebuild_config, single_resume
 
 HERE = Path(__file__).resolve().parent
 CONFIGS_DIR = HERE / "configs"
@@ -87,8 +91,6 @@ class _Parser(argparse.ArgumentParser):
 
 def components_help() -> str:
     """The registered model components (model/registry.py), as --help lists them; torch-free."""
-    from model.registry import KINDS, describe
-
     fields = {"block": "layer_architecture", "attention": "attention", "mlp": "mlp", "norm": "norm", "pos_encoding": "pos_encoding"}
     lines = ["model components (ModelParams; register your own with @block/@attention/@mlp/@norm/@pos_encoding under model/):"]
     for kind in KINDS:
@@ -152,8 +154,6 @@ def parse_gpu_ids(value: str | None) -> list[int] | None:
 
 def expand_runs(args: argparse.Namespace) -> list[RunConfig]:
     runs = load_runs(args.config, Path(args.configs_dir), task=args.task)
-    from data.task_resolver import check_task
-
     for task in dict.fromkeys(r.data.task for r in runs):
         check_task(task)
     if args.ablate:
@@ -198,8 +198,6 @@ def resume_one(args: argparse.Namespace) -> int:
     given = [f for f, v in (("--config", args.config), ("--task", args.task), ("--ablate", args.ablate)) if v]
     if given:
         raise UserError(f"--resume=RUN continues that run with its own saved config; drop {', '.join(given)} (bare --resume resumes a --config sweep)")
-    from train.resume import rebuild_config, single_resume
-
     point = single_resume(args.resume, [Path(args.save_dir), Path(args.log_dir)])
     rc = rebuild_config(point.state, point.state_dir)
     args.config = point.state.get("config_arg") or rc.config_name
@@ -209,10 +207,8 @@ def resume_one(args: argparse.Namespace) -> int:
         print(f"1 run: {rc.config_name}: task={rc.data.task} {rc.describe()} — would resume {point.state_dir} {where}")
         return 0
     gpu_ids = parse_gpu_ids(args.gpu_id)
-    from train.distributed import check_runs
-
     check_runs([rc], gpu_ids)  # devices/precision/strategy vs this machine (train/distributed.py)
-    from train.run import RunOptions, run_one
+    from train.run import RunOptions, run_one  # torch and lightning: not for --help or --dry-run
 
     opts = RunOptions(
         save=bool(point.state["save"]), save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb,
@@ -226,9 +222,6 @@ def resume_one(args: argparse.Namespace) -> int:
         print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
         return 1
     if result.run_dir is not None:  # the sweep's report now includes this run
-        from train.distributed import env_rank_zero
-        from train.report import write_config_report
-
         save_dir = next((p.parent for p in Path(result.run_dir).parents if p.name == args.config), Path(args.save_dir))
         if env_rank_zero():
             write_config_report(save_dir, args.config)
@@ -244,13 +237,9 @@ def run_all(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(args, runs)
     gpu_ids = parse_gpu_ids(args.gpu_id)
-    from train.distributed import check_runs, env_rank_zero
-
     check_runs(runs, gpu_ids)  # every run's devices/precision/strategy vs this machine, before the first trains
     failed = train_sweep(args, runs, gpu_ids)
     if args.save and len(failed) < len(runs) and env_rank_zero():  # compare the runs: report.md/.csv/.png in {save-dir}/{config}/ (train/report.py)
-        from train.report import write_config_report
-
         write_config_report(Path(args.save_dir), args.config)
     if failed:
         print(f"error: {len(failed)} of {len(runs)} run(s) failed (runs {', '.join(map(str, failed))}); see FAILED.json in their folders", file=sys.stderr)
@@ -262,8 +251,6 @@ def dry_run(args: argparse.Namespace, runs: list[RunConfig]) -> int:
     """`--dry-run`: list the runs (with bare --resume, what it would do with each) and train nothing."""
     notes = [""] * len(runs)
     if args.resume is not None:  # say what --resume would do with each run
-        from train.resume import plan_sweep
-
         root = Path(args.save_dir if args.save else args.log_dir)
         notes = [f" — would {p.action}" + (f" ({p.why})" if p.why else "") for p in plan_sweep(runs, args.seed, root, resume=True)]
     print(f"{len(runs)} run(s):")
@@ -274,8 +261,7 @@ def dry_run(args: argparse.Namespace, runs: list[RunConfig]) -> int:
 
 def train_sweep(args: argparse.Namespace, runs: list[RunConfig], gpu_ids: list[int] | None) -> list[int]:
     """Train (or, with bare --resume, continue or skip) each run in turn; the numbers of those that failed."""
-    from train.resume import plan_sweep
-    from train.run import RunOptions, run_one
+    from train.run import RunOptions, run_one  # torch and lightning: not for --help or --dry-run
 
     opts = RunOptions(
         save=args.save, save_dir=Path(args.save_dir), log_dir=Path(args.log_dir), use_wandb=not args.no_wandb, seed=args.seed, gpu_ids=gpu_ids,
@@ -300,8 +286,6 @@ def train_sweep(args: argparse.Namespace, runs: list[RunConfig], gpu_ids: list[i
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.distributed import quiet_other_ranks
-
     quiet_other_ranks()  # several processes (docs/scaling.md): only rank 0 prints
     parser = build_parser()
     args = parser.parse_args(argv)

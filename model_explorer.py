@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from core.errors import UserError
-from train.saving import resolve_save_dir  # torch-free; model_explorer.resolve_save_dir stays the public name
+from train.report import build_report, config_run_dirs, write_config_report, write_report
+from train.saving import find_run_dirs, resolve_save_dir  # torch-free; model_explorer.resolve_save_dir stays the public name
 
-# Training dynamics (dynamics.py) and head scores (model/head_scores.py), importable from here;
-# loaded on first use so `import model_explorer` stays light.
+# What needs torch, numpy or lightning (train.loading, train.snapshots, train.evaluate, dynamics,
+# model.head_scores, matplotlib) is imported on first use, so `import model_explorer` stays light.
+# Training dynamics (dynamics.py) and head scores (model/head_scores.py), importable from here:
 _REEXPORTS = {
     **dict.fromkeys(("RunCheckpoints", "Table", "load_checkpoint", "over_checkpoints", "plot_over_checkpoints", "show_head_progress"), "dynamics"),
     **dict.fromkeys(("best_head", "head_scores", "repeated_halves_loss", "repeated_random_tokens", "scores_from_patterns"), "model.head_scores"),
@@ -67,8 +69,6 @@ class SavedRun:
 
 def list_runs(save_dir: str | Path | None = None) -> list[SavedRun]:
     """Every complete saved run under the save dir, oldest first."""
-    from train.saving import find_run_dirs
-
     root = resolve_save_dir(save_dir)
     if not root.is_dir():
         return []
@@ -121,13 +121,13 @@ def get_model_by_path(path: str | Path, verify: bool = True, checkpoint: int | s
     `checkpoint`: the weights after that many training samples (see `checkpoint_ids`) or "final";
     None = the final weights, as saved. Checkpoints over training: dynamics.py, docs/dynamics.md.
     """
-    from train.loading import load_run
+    from train.loading import load_run  # torch: on first use
 
     path = Path(path)
     if not (path / "params.json").is_file():
         raise UserError(f"{path} is not a saved run folder (no params.json)")
     if checkpoint is not None:
-        from dynamics import load_checkpoint
+        from dynamics import load_checkpoint  # torch: on first use
 
         return load_checkpoint(path, checkpoint, verify=verify)
     return load_run(path, verify=verify)
@@ -140,14 +140,14 @@ def get_model_by_timestamp(timestamp: str, save_dir: str | Path | None = None, v
 
 def checkpoint_ids(timestamp: str | Path, save_dir: str | Path | None = None) -> list[int]:
     """Training samples seen at each checkpoint over training of a run, in order ([] if none were kept)."""
-    from train.snapshots import checkpoint_ids as ids
+    from train.snapshots import checkpoint_ids as ids  # lightning: on first use
 
     return ids(_run_path(timestamp, save_dir))
 
 
 def get_all_checkpoints_by_timestamp(timestamp: str | Path, save_dir: str | Path | None = None, verify: bool = True) -> Any:
     """A run's checkpoints over training as ordered (n_samples, lm) pairs, each loaded when reached (`dynamics.RunCheckpoints`)."""
-    from dynamics import RunCheckpoints
+    from dynamics import RunCheckpoints  # torch: on first use
 
     return RunCheckpoints(_run_path(timestamp, save_dir), verify=verify)
 
@@ -164,6 +164,7 @@ def verify_stable_load(timestamp: str | Path, save_dir: str | Path | None = None
     """
     import torch
 
+    # torch and numpy: on first use
     from data.tokenizer_kinds import tokenizer_from_json
     from train.evaluate import evaluate
 
@@ -386,8 +387,6 @@ def report(folder_or_config: str | Path, save_dir: str | Path | None = None) -> 
     `{save dir}/NAME/` (exactly what `main.py --config=NAME --save` writes); a folder (a
     `Path`, or a string containing "/") covers every run under it and writes into it.
     """
-    from train.report import build_report, config_run_dirs, find_run_dirs, write_config_report, write_report
-
     p = Path(folder_or_config)
     if isinstance(folder_or_config, Path) or "/" in str(folder_or_config) or os.sep in str(folder_or_config):
         if not p.is_dir():

@@ -58,7 +58,7 @@ def over_checkpoints(sources: Iterable[str | int], fn: Callable[[Any], Any], siz
     """`dynamics.over_checkpoints` for a pretrained trajectory: `fn(lm)` at each source → a `dynamics.Table`
     that `plot_over_checkpoints` draws. Pythia steps give `step` and `n_samples` (step × 1024 sequences);
     folders and hub names are numbered 0, 1, ... in the order given (their `checkpoint` column names them)."""
-    from dynamics import Table
+    from dynamics import Table  # torch and lightning: on first use
 
     table = Table()
     for i, (label, lm) in enumerate(get_all_checkpoints(sources, size=size)):
