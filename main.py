@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import UserError
-from data.task_resolver import check_task
 from model.registry import KINDS, describe
 from train.config import RunConfig, load_runs, settings_help
 from train.distributed import check_runs, env_rank_zero, quiet_other_ranks
-from train.report import write_config_report
 from train.resume import RunFailed, RunInterrupted, plan_sweep, rebuild_config, single_resume
 
 HERE = Path(__file__).resolve().parent
@@ -153,6 +151,9 @@ def parse_gpu_ids(value: str | None) -> list[int] | None:
 
 
 def expand_runs(args: argparse.Namespace) -> list[RunConfig]:
+    # not at the top: the task files and the hub check (socket) would add ~6 ms to every `--help`
+    from data.task_resolver import check_task
+
     runs = load_runs(args.config, Path(args.configs_dir), task=args.task)
     for task in dict.fromkeys(r.data.task for r in runs):
         check_task(task)
@@ -224,8 +225,15 @@ def resume_one(args: argparse.Namespace) -> int:
     if result.run_dir is not None:  # the sweep's report now includes this run
         save_dir = next((p.parent for p in Path(result.run_dir).parents if p.name == args.config), Path(args.save_dir))
         if env_rank_zero():
-            write_config_report(save_dir, args.config)
+            config_report(save_dir, args.config)
     return 0
+
+
+def config_report(save_dir: Path, config: str) -> None:
+    """report.md/.csv/.png comparing a config's saved runs (train/report.py)."""
+    from train.report import write_config_report  # not at the top: csv, integrity and saving would add ~3 ms to every `--help`
+
+    write_config_report(save_dir, config)
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -240,7 +248,7 @@ def run_all(args: argparse.Namespace) -> int:
     check_runs(runs, gpu_ids)  # every run's devices/precision/strategy vs this machine, before the first trains
     failed = train_sweep(args, runs, gpu_ids)
     if args.save and len(failed) < len(runs) and env_rank_zero():  # compare the runs: report.md/.csv/.png in {save-dir}/{config}/ (train/report.py)
-        write_config_report(Path(args.save_dir), args.config)
+        config_report(Path(args.save_dir), args.config)
     if failed:
         print(f"error: {len(failed)} of {len(runs)} run(s) failed (runs {', '.join(map(str, failed))}); see FAILED.json in their folders", file=sys.stderr)
         return 1
