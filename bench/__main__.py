@@ -25,7 +25,7 @@ if __name__ == "__main__":  # `python3 -m bench` without the venv active: rerun 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.settings import SECTIONS
+    from bench.settings import SECTIONS  # after the sys.path line and the .venv re-exec above, as every harness import here
 
     p = argparse.ArgumentParser(prog="python -m bench", description="Harness vs hand-written loops: throughput, quality, sampling, start-up.")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few steps: checks that every contender runs (seconds); skips quality")
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
+    # after the .venv re-exec above, and not for `--help`: report reads torch's and lightning's versions
     from bench import report
     from bench.settings import CONTENDERS, SECTIONS, make_settings
 

@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.settings import BenchSettings, ModelSize
+import main
+from data.data_params import DataParams
+from model.model_params import ModelParams
+from train.config import RunConfig
+from train.run import RunOptions, run_one
+from train.train_params import TrainParams
 
 
 @contextmanager
@@ -42,11 +48,6 @@ def run_config(s: BenchSettings, size: ModelSize, arch: str, task: str, n_train:
                data: dict[str, Any] | None = None, model: dict[str, Any] | None = None, **train: Any):
     """The RunConfig a user would write for this size (same keys as a configs/*.txt file);
     `data`/`model` override DataParams/ModelParams keys."""
-    from data.data_params import DataParams
-    from model.model_params import ModelParams
-    from train.config import RunConfig
-    from train.train_params import TrainParams
-
     data_params = DataParams(task=task, tokenizer="char", max_seq_len=size.seq_len + 1, n_train_samples=n_train,
                              n_val_samples=n_val, n_test_samples=1, token_cache=False)
     for k, v in (data or {}).items():
@@ -65,9 +66,6 @@ def run_config(s: BenchSettings, size: ModelSize, arch: str, task: str, n_train:
 
 def run_harness(rc: Any, callbacks: list, log_dir: Path | None = None) -> Any:
     """`run_one(rc)` without saving or wandb (CSV logs in a temp dir), plus `callbacks`."""
-    import main
-    from train.run import RunOptions, run_one
-
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
         opts = RunOptions(save=False, log_dir=Path(log_dir or tmp), use_wandb=False, seed=0)
         args = argparse.Namespace(config="bench", wandb_proj_name=None)

@@ -21,6 +21,11 @@ import torch
 
 from bench.settings import BenchSettings
 from bench.throughput import harness
+from bench import data as bench_data
+from bench.harness import run_config
+from bench.throughput import _data_module
+from model.lm import LM
+from train.health import global_norm
 
 CADENCES = {"every 50 steps": 50, "every step": 1}
 
@@ -53,12 +58,6 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
 
 def norm_cost(s: BenchSettings, repeats: int = 3) -> dict[str, float]:
     """CPU ms of the logged-step norms vs one AdamW training step (median of interleaved repeats)."""
-    from bench import data as bench_data
-    from bench.throughput import _data_module
-    from bench.harness import run_config
-    from model.lm import LM
-    from train.health import global_norm
-
     rc = run_config(s, s.size, "torch-transformer", bench_data.register(s.size.vocab_size), n_train=4 * s.size.batch_size, n_val=2, max_steps=1)
     dm = _data_module(s, rc)
     lm = LM(rc.model, dm.tokenizer).to(s.device)

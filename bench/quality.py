@@ -24,6 +24,9 @@ import torch.nn.functional as F
 
 from bench.harness import run_config, run_harness
 from bench.settings import BenchSettings
+from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, train_step
+from bench.throughput import autocast, default_layer
+from data.dataloader import LMDataModule
 
 
 @torch.no_grad()
@@ -63,10 +66,6 @@ class TrainClock:
 
 
 def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, train_step
-    from data.dataloader import LMDataModule
-    from bench.throughput import autocast, default_layer
-
     size, iters = s.quality_size, s.quality_iters
     layer = default_layer()
     rc = run_config(s, size, layer, "shakespeare", n_train=0, n_val=0, max_steps=iters, warmup_steps=100,

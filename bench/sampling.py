@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from bench.settings import BenchSettings
+import gpt2
 
 PROMPT_LEN = 8
 BPE_TEXTS = [
@@ -74,9 +75,7 @@ def _timed(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> tup
 
 
 def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from transformers import GPT2LMHeadModel
-
-    import gpt2
+    from transformers import GPT2LMHeadModel  # heavy: only this section needs it
 
     n_new, device = s.sample_tokens, torch.device(s.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

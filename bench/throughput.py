@@ -19,14 +19,23 @@ import contextlib
 import gc
 import statistics
 import time
-from dataclasses import replace
+import types
+from dataclasses import fields, replace
 from typing import Any, Callable
 
+import lightning as L
 import torch
 
 from bench import data as bench_data
 from bench.harness import run_config, run_harness
 from bench.settings import BenchSettings, ModelSize
+from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, train_step
+from core.params_base import field_choices
+from data.dataloader import LMDataModule
+from model.lm import LM
+from model.model_params import ModelParams
+from train.train_params import TrainParams
+from train.trainer import LMTrainer
 
 TORCH_LAYER, CUSTOM_LAYER = "torch-transformer", "custom-transformer"
 # Issue 15's Llama-style block (RMSNorm, SwiGLU, rotary, no biases). HOOK: its rate is reported
@@ -44,15 +53,10 @@ COMPILED = {
 
 def default_layer() -> str:
     """The layer a run gets when its config names none."""
-    from model.model_params import ModelParams
-
     return ModelParams().layer_architecture
 
 
 def layer_choices() -> Any:
-    from model.model_params import ModelParams
-    from core.params_base import field_choices
-
     return field_choices(ModelParams).get("layer_architecture") or ()
 
 
@@ -75,10 +79,6 @@ def contender_names() -> dict[str, str]:
 
 
 def harness_can_compile() -> bool:
-    from dataclasses import fields
-
-    from train.train_params import TrainParams
-
     return any(f.name == "compile" for f in fields(TrainParams))
 
 
@@ -140,8 +140,6 @@ def _n_train(s: BenchSettings, w: Windows) -> int:
 
 
 def _data_module(s: BenchSettings, rc: Any) -> Any:
-    from data.dataloader import LMDataModule
-
     return LMDataModule(rc.data, seed=0, batch_size=s.size.batch_size)
 
 
@@ -158,13 +156,6 @@ def harness(s: BenchSettings, arch: str, model: dict[str, Any] | None = None, **
 def bare_loop(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, dict[str, Any]]:
     """The loop you would write around the harness' `LM`: same data module, and the optimizer and
     schedule that `LMTrainer.configure_optimizers` builds, so only Lightning's loop is missing."""
-    import types
-
-    import lightning as L
-
-    from model.lm import LM
-    from train.trainer import LMTrainer
-
     w = Windows(s)
     task = bench_data.register(s.size.vocab_size)
     rc = run_config(s, s.size, default_layer(), task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
@@ -199,8 +190,6 @@ def bare_loop(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, d
 
 
 def reference(s: BenchSettings, compile_model: bool = False) -> tuple[Windows, dict[str, Any]]:
-    from bench.reference_gpt import GPT, GPTConfig, StreamBatches, configure_optimizer, train_step
-
     w = Windows(s)
     task = bench_data.register(s.size.vocab_size)
     rc = run_config(s, s.size, default_layer(), task, n_train=_n_train(s, w), n_val=2, max_steps=w.total_steps)
