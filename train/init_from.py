@@ -28,6 +28,7 @@ from typing import Any
 from torch import Tensor
 
 from core.errors import UserError
+from core.moved import moved
 from data.tokenizer import Tokenizer
 from model.lm import LM
 from model.lora import adapted, adapter_state_dict, add_lora, merge
@@ -162,3 +163,6 @@ def prepare(rc: RunConfig, save_dir: str | Path | None = None) -> Start | None:
         return None
     source = load_source(rc.train.init_from, save_dir)
     return Start(resolve_config(rc, source), source)
+
+
+__getattr__ = moved(__name__, {n: "train.loading" for n in ("FINAL", "TIMESTAMP", "checkpoint_weights", "find_saved_run", "load_lora_run", "split_spec", "weights_sha256")})  # old homes of names that moved (no import cycle), answered in one line

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.moved import moved
 from data.data_params import DataParams
 from model.model_params import ModelParams
 from train.integrity import expect, read_json_dict, sha256_file, verify_files
@@ -287,3 +288,6 @@ def load_train_stats(path: Path) -> dict[str, list[tuple]]:
     )
     expect(ok, path, "rows of [step, n_samples, counter, value]", fix)
     return {k: [tuple(r) for r in v] for k, v in stats.items()}
+
+
+__getattr__ = moved(__name__, {"load_lm": "train.loading", "load_run": "train.loading"})  # old homes of names that moved (no import cycle), answered in one line

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from core.moved import moved
+
 if TYPE_CHECKING:  # not at run time: data_params imports the task files, which import this
     from data.data_params import DataParams
 
@@ -40,3 +42,5 @@ def text_source(name: str) -> Callable[[TextSource], TextSource]:
 
     return wrap
 
+
+__getattr__ = moved(__name__, {n: "data.task_resolver" for n in ("get_task_data", "check_task", "known_tasks")})  # old homes of names that moved (no import cycle), answered in one line
