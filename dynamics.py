@@ -119,6 +119,10 @@ class Table(list):
     def column(self, key: str) -> list:
         return [r.get(key) for r in self]
 
+    def add(self, value: Any, name: str = "value", **fields: Any) -> None:
+        """One row: `fields`, then `value`'s keys if it is a dict, else `value` as column `name`."""
+        self.append({**fields, **(value if isinstance(value, dict) else {name: value})})
+
     @property
     def columns(self) -> list[str]:
         return list(dict.fromkeys(k for r in self for k in r))
@@ -158,10 +162,7 @@ def over_checkpoints(
     steps = cps.steps()
     table = Table()
     for n, lm in tqdm(cps, total=len(cps), desc=f"checkpoints of {cps.run_dir.name}", disable=not progress):
-        value = fn(lm, cps.dataset) if takes_dataset else fn(lm)
-        row = {"n_samples": n, "step": steps.get(n)}
-        row.update(value if isinstance(value, dict) else {name: value})
-        table.append(row)
+        table.add(fn(lm, cps.dataset) if takes_dataset else fn(lm), name, n_samples=n, step=steps.get(n))
     return table
 
 

@@ -63,8 +63,5 @@ def over_checkpoints(sources: Iterable[str | int], fn: Callable[[Any], Any], siz
     table = Table()
     for i, (label, lm) in enumerate(get_all_checkpoints(sources, size=size)):
         step = int(label[4:]) if label.startswith("step") and label[4:].isdigit() else i
-        value = fn(lm)
-        row = {"checkpoint": label, "n_samples": step * PYTHIA_BATCH if label.startswith("step") else i, "step": step}
-        row.update(value if isinstance(value, dict) else {name: value})
-        table.append(row)
+        table.add(fn(lm), name, checkpoint=label, n_samples=step * PYTHIA_BATCH if label.startswith("step") else i, step=step)
     return table
