@@ -64,14 +64,20 @@ def machine_info(s: Any) -> dict[str, Any]:
     return info
 
 
+def with_layer_names(by_contender: dict[str, Any], thr: dict[str, Any]) -> dict[str, Any]:
+    """`by_contender` plus the two harness layers' entries under their short names ("custom", "torch")."""
+    out = dict(by_contender)
+    for key, layer in thr.get("layers", {}).items():
+        if key in out:
+            out[{"torch-transformer": "torch", "custom-transformer": "custom"}.get(layer, layer)] = out[key]
+    return out
+
+
 def ratios(results: dict[str, Any], rate: str = "tokens_per_s") -> dict[str, float]:
     """Contender ratios from one kind of rate: wall-clock `tokens_per_s` or `tokens_per_cpu_s`."""
     out: dict[str, float] = {}
     thr = results.get("throughput", {})
-    tp = dict(thr.get(rate, {}))
-    for key, layer in thr.get("layers", {}).items():  # name the two harness layers' rates
-        if key in tp:
-            tp[{"torch-transformer": "torch", "custom-transformer": "custom"}.get(layer, layer)] = tp[key]
+    tp = with_layer_names(thr.get(rate, {}), thr)
     for r in THROUGHPUT_RATIOS:
         x, y = r.split("/")
         if tp.get(x) and tp.get(y):
@@ -100,10 +106,8 @@ def round_ratios(results: dict[str, Any], n_windows: int) -> dict[str, list[floa
     out: dict[str, list[float]] = {}
     for suffix, block in (("", thr), ("@big", thr.get("big_batch") or {})):
         win = block.get("cpu_windows", {})
-        per = {k: [statistics.median(v[i:i + n_windows]) for i in range(0, len(v) - n_windows + 1, n_windows)] for k, v in win.items() if v}
-        for k, layer in thr.get("layers", {}).items():
-            if k in per:
-                per[{"torch-transformer": "torch", "custom-transformer": "custom"}.get(layer, layer)] = per[k]
+        per = with_layer_names({k: [statistics.median(v[i:i + n_windows]) for i in range(0, len(v) - n_windows + 1, n_windows)]
+                                for k, v in win.items() if v}, thr)
         for r in THROUGHPUT_RATIOS:
             x, y = r.split("/")
             if per.get(x) and per.get(y) and len(per[x]) == len(per[y]):
